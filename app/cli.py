@@ -1,0 +1,211 @@
+"""The ``terralens`` command line.
+
+One function builds each subcommand's parser and one function runs it; to add a subcommand,
+write ``_add_<name>(subparsers)`` that calls ``set_defaults(func=...)`` and append it to
+:data:`SUBCOMMANDS`. Failures print one line, ``terralens: error: ...``, on stderr and return
+exit code 2 for bad input or 1 for catalog/data/model failures; never a traceback.
+
+Example:
+    terralens search --bbox 15.0,45.0,15.1,45.1 --start 2023-06-01 --end 2023-06-30 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from app.aoi import AOI
+from app.catalog import MAX_LIMIT, Collection, SceneSummary, SearchRequest, search_scenes
+from app.settings import load_settings
+from inference.errors import InvalidRequestError, TerraLensError
+
+PROG = "terralens"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+#: Options whose value may start with "-" (negative coordinates).
+_NEGATIVE_VALUE_OPTIONS = ("--bbox",)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one ``terralens: error:`` line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _fail(message: str, stream: TextIO | None = None) -> None:
+    text = " ".join(str(message).split())
+    print(f"{PROG}: error: {text}", file=stream or sys.stderr)
+
+
+# -- search ---------------------------------------------------------------------------------------
+def _parse_bbox(text: str) -> AOI:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 4:
+        raise InvalidRequestError(f"--bbox needs four numbers W,S,E,N, got {text!r}")
+    try:
+        west, south, east, north = (float(p) for p in parts)
+    except ValueError as err:
+        raise InvalidRequestError(f"--bbox needs four numbers W,S,E,N, got {text!r}") from err
+    return AOI.from_bbox(west, south, east, north)
+
+
+def _read_aoi_file(path: str) -> AOI:
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as err:
+        raise InvalidRequestError(f"cannot read the AOI file {path!r} ({err.strerror})") from err
+    if file.suffix.lower() == ".kml":
+        return AOI.from_kml(text)
+    return AOI.from_geojson(text)
+
+
+def _format_table(scenes: Sequence[SceneSummary]) -> str:
+    header = ("datetime (UTC)", "id", "cloud %", "AOI %", "tile", "baseline")
+    rows = [
+        (
+            s.datetime.strftime("%Y-%m-%d %H:%M"),
+            s.id,
+            "-" if s.cloud_cover is None else f"{s.cloud_cover:.1f}",
+            f"{s.aoi_coverage:.1f}",
+            s.mgrs_tile or "-",
+            s.processing_baseline or "-",
+        )
+        for s in scenes
+    ]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Run ``terralens search``: print the scenes over the AOI, oldest first."""
+    settings = load_settings()
+    aoi = _read_aoi_file(args.aoi) if args.aoi else _parse_bbox(args.bbox)
+    aoi.validate(settings.max_aoi_km2)
+    request = SearchRequest(
+        aoi=aoi, start=args.start, end=args.end, collection=args.collection,
+        max_cloud=args.max_cloud, limit=args.limit,
+    )
+    stac_url = args.stac_url or settings.stac_url
+    timeout = args.timeout if args.timeout is not None else settings.stac_timeout_s
+    if timeout <= 0:
+        raise InvalidRequestError(f"--timeout must be positive, got {timeout!r}")
+    scenes = search_scenes(request, stac_url=stac_url, timeout_s=timeout)
+    if scenes.skipped:
+        print(f"{PROG}: note: skipped {scenes.skipped} malformed item(s) without a datetime "
+              f"or geometry: {', '.join(scenes.skipped_ids)}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([s.to_record() for s in scenes], indent=2))
+    elif scenes:
+        print(_format_table(scenes))
+        print(f"\n{len(scenes)} scene(s) from {stac_url}")
+    else:
+        print(f"No {request.collection.value} scenes over the AOI between "
+              f"{request.start.isoformat()} and {request.end.isoformat()}"
+              + (f" with at most {request.max_cloud:g}% cloud cover"
+                 if request.collection.has_cloud_cover else "")
+              + ".")
+    return EXIT_OK
+
+
+def _add_search(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "search",
+        help="search the STAC catalog for scenes over an area",
+        description="Search the STAC catalog (Planetary Computer by default) for scenes over "
+                    "an AOI. Prints the scenes oldest first.",
+    )
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--bbox", metavar="W,S,E,N",
+                       help="AOI as lon/lat degrees, e.g. 15.0,45.0,15.1,45.1")
+    where.add_argument("--aoi", metavar="FILE", help="AOI as a GeoJSON or KML file")
+    parser.add_argument("--start", required=True, metavar="YYYY-MM-DD",
+                        help="first day (UTC, inclusive)")
+    parser.add_argument("--end", required=True, metavar="YYYY-MM-DD",
+                        help="last day (UTC, inclusive)")
+    parser.add_argument("--collection", default=Collection.SENTINEL_2_L2A.value,
+                        choices=[c.value for c in Collection],
+                        help="STAC collection (default: %(default)s)")
+    parser.add_argument("--max-cloud", type=float, default=30.0, metavar="PERCENT",
+                        help="largest eo:cloud_cover, Sentinel-2 only (default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=50, metavar="N",
+                        help=f"most scenes returned, the most recent kept, 1..{MAX_LIMIT} "
+                             "(default: %(default)s)")
+    parser.add_argument("--stac-url", default=None, metavar="URL",
+                        help="STAC API root (default: TERRALENS_STAC_URL or Planetary Computer)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="time-out per catalog request (default: TERRALENS_STAC_TIMEOUT)")
+    parser.add_argument("--json", action="store_true", help="print a JSON array")
+    parser.set_defaults(func=cmd_search)
+
+
+#: Parser builders, one per subcommand (append new ones here).
+SUBCOMMANDS: list[Callable[[Any], None]] = [_add_search]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``terralens`` parser with every subcommand of :data:`SUBCOMMANDS`."""
+    parser = _Parser(prog=PROG, description="TerraLens: TerraMind workbench command line.")
+    subparsers = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def _join_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--bbox -10,5,-9,6`` → ``--bbox=-10,5,-9,6`` (argparse would take it for an option)."""
+    out: list[str] = []
+    items = list(argv)
+    i = 0
+    while i < len(items):
+        if items[i] in _NEGATIVE_VALUE_OPTIONS and i + 1 < len(items) \
+                and items[i + 1].startswith("-") and items[i + 1][1:2].isdigit():
+            out.append(f"{items[i]}={items[i + 1]}")
+            i += 2
+            continue
+        out.append(items[i])
+        i += 1
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``terralens`` command.
+
+    Args:
+        argv: Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 on success, 2 for bad input, 1 when the catalog, data or model fails.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exit_:
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except InvalidRequestError as err:  # includes InvalidAOIError
+        _fail(str(err))
+        return EXIT_USAGE
+    except TerraLensError as err:
+        _fail(str(err))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

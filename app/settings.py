@@ -1,0 +1,94 @@
+"""Configuration from environment variables.
+
+Every knob an operator can turn is read here, once, into a frozen :class:`Settings`. Pages, the
+CLI and tests call :func:`load_settings` (cheap, no caching: tests change the environment).
+
+Variables:
+    TERRALENS_STAC_URL: STAC API root (default: Microsoft Planetary Computer).
+    TERRALENS_DATA_DIR: where runs and caches live (default: ``$XDG_DATA_HOME/terralens`` or
+        ``~/.local/share/terralens``).
+    TERRALENS_MAX_AOI_KM2: largest AOI accepted, in km² (default 100).
+    TERRALENS_WEIGHTS: ``hub`` (default), a local directory, or ``untrained``.
+    TERRALENS_DEVICE: ``auto`` (default), ``cuda``, ``mps`` or ``cpu``.
+    TERRALENS_MODEL_SIZE: default TerraMind size, ``tiny|small|base|large`` (default ``base``).
+    TERRALENS_STAC_TIMEOUT: seconds per catalog request (default 20).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from inference.errors import InvalidRequestError
+
+PLANETARY_COMPUTER_STAC_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "terralens"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration (see the module docstring for the variables)."""
+
+    stac_url: str
+    data_dir: Path
+    max_aoi_km2: float
+    weights: str
+    device: str
+    model_size: str
+    stac_timeout_s: float
+
+    @property
+    def runs_dir(self) -> Path:
+        """Folder of the run store."""
+        return self.data_dir / "runs"
+
+    @property
+    def is_planetary_computer(self) -> bool:
+        """Whether assets must be signed with Planetary Computer SAS tokens."""
+        return "planetarycomputer.microsoft.com" in self.stac_url
+
+
+def _float_env(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as err:
+        raise InvalidRequestError(f"{name} must be a number, got {raw!r}") from err
+    if value <= 0:
+        raise InvalidRequestError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def load_settings() -> Settings:
+    """Read the environment into a :class:`Settings`.
+
+    Raises:
+        InvalidRequestError: a variable holds a value that cannot be used.
+    """
+    device = os.environ.get("TERRALENS_DEVICE", "auto").strip().lower() or "auto"
+    if device not in {"auto", "cuda", "mps", "cpu"}:
+        raise InvalidRequestError(
+            f"TERRALENS_DEVICE must be auto, cuda, mps or cpu, got {device!r}"
+        )
+    size = os.environ.get("TERRALENS_MODEL_SIZE", "base").strip().lower() or "base"
+    if size not in {"tiny", "small", "base", "large"}:
+        raise InvalidRequestError(
+            f"TERRALENS_MODEL_SIZE must be tiny, small, base or large, got {size!r}"
+        )
+    data_dir = os.environ.get("TERRALENS_DATA_DIR", "").strip()
+    return Settings(
+        stac_url=os.environ.get("TERRALENS_STAC_URL", "").strip() or PLANETARY_COMPUTER_STAC_URL,
+        data_dir=Path(data_dir).expanduser() if data_dir else _default_data_dir(),
+        max_aoi_km2=_float_env("TERRALENS_MAX_AOI_KM2", 100.0),
+        weights=os.environ.get("TERRALENS_WEIGHTS", "hub").strip() or "hub",
+        device=device,
+        model_size=size,
+        stac_timeout_s=_float_env("TERRALENS_STAC_TIMEOUT", 20.0),
+    )

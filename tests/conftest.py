@@ -1,0 +1,8 @@
+"""Shared pytest configuration: fixture plugins live in ``tests/fixtures/``."""
+
+from __future__ import annotations
+
+pytest_plugins: list[str] = [
+    "tests.fixtures.s2_scenes",
+    "tests.fixtures.stac_api",
+]
