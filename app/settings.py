@@ -12,6 +12,8 @@ Variables:
     TERRALENS_DEVICE: ``auto`` (default), ``cuda``, ``mps`` or ``cpu``.
     TERRALENS_MODEL_SIZE: default TerraMind size, ``tiny|small|base|large`` (default ``base``).
     TERRALENS_STAC_TIMEOUT: seconds per catalog request (default 20).
+    PC_SDK_SUBSCRIPTION_KEY / PC_SDK_SUBSCRIPTION_KEY_FILE: the Planetary Computer key (needed
+        for Sentinel-1 RTC), given directly or as a file (a Docker secret).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Settings:
     device: str
     model_size: str
     stac_timeout_s: float
+    pc_subscription_key: str | None = None
 
     @property
     def runs_dir(self) -> Path:
@@ -64,6 +67,29 @@ def _float_env(name: str, default: float) -> float:
     if value <= 0:
         raise InvalidRequestError(f"{name} must be positive, got {raw!r}")
     return value
+
+
+def _subscription_key() -> str | None:
+    key = os.environ.get("PC_SDK_SUBSCRIPTION_KEY", "").strip()
+    if key:
+        return key
+    key_file = os.environ.get("PC_SDK_SUBSCRIPTION_KEY_FILE", "").strip()
+    if not key_file:
+        return None
+    try:
+        return Path(key_file).read_text(encoding="utf-8").strip() or None
+    except OSError as err:
+        raise InvalidRequestError(
+            f"PC_SDK_SUBSCRIPTION_KEY_FILE points to {key_file!r}, which cannot be read: {err}"
+        ) from err
+
+
+def apply_subscription_key(settings: Settings) -> None:
+    """Hand the Planetary Computer subscription key (if any) to the ``planetary_computer`` SDK."""
+    if settings.pc_subscription_key:
+        import planetary_computer
+
+        planetary_computer.set_subscription_key(settings.pc_subscription_key)
 
 
 def load_settings() -> Settings:
@@ -91,4 +117,5 @@ def load_settings() -> Settings:
         device=device,
         model_size=size,
         stac_timeout_s=_float_env("TERRALENS_STAC_TIMEOUT", 20.0),
+        pc_subscription_key=_subscription_key(),
     )

@@ -1,0 +1,70 @@
+"""Configuration from environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.errors import InvalidRequestError
+from app.settings import PLANETARY_COMPUTER_STAC_URL, load_settings
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in (
+        "TERRALENS_STAC_URL", "TERRALENS_DATA_DIR", "TERRALENS_MAX_AOI_KM2", "TERRALENS_WEIGHTS",
+        "TERRALENS_DEVICE", "TERRALENS_MODEL_SIZE", "PC_SDK_SUBSCRIPTION_KEY",
+        "PC_SDK_SUBSCRIPTION_KEY_FILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_defaults_point_at_planetary_computer_and_a_per_user_folder(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    clean_env.setenv("XDG_DATA_HOME", str(tmp_path))
+    settings = load_settings()
+    assert settings.stac_url == PLANETARY_COMPUTER_STAC_URL
+    assert settings.is_planetary_computer
+    assert settings.data_dir == tmp_path / "terralens"
+    assert settings.runs_dir == tmp_path / "terralens" / "runs"
+    assert settings.max_aoi_km2 == 100.0
+    assert (settings.weights, settings.device, settings.model_size) == ("hub", "auto", "base")
+
+
+def test_environment_overrides(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    clean_env.setenv("TERRALENS_STAC_URL", "http://127.0.0.1:9/api/stac/v1")
+    clean_env.setenv("TERRALENS_DATA_DIR", str(tmp_path))
+    clean_env.setenv("TERRALENS_MAX_AOI_KM2", "25")
+    clean_env.setenv("TERRALENS_DEVICE", "CPU")
+    settings = load_settings()
+    assert not settings.is_planetary_computer
+    assert settings.data_dir == tmp_path
+    assert settings.max_aoi_km2 == 25.0
+    assert settings.device == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("TERRALENS_MAX_AOI_KM2", "lots"), ("TERRALENS_MAX_AOI_KM2", "-3"),
+     ("TERRALENS_DEVICE", "tpu"), ("TERRALENS_MODEL_SIZE", "huge")],
+)
+def test_bad_values_name_the_variable_and_the_value(
+    clean_env: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    clean_env.setenv(name, value)
+    with pytest.raises(InvalidRequestError, match=name) as info:
+        load_settings()
+    assert repr(value.lower() if name != "TERRALENS_MAX_AOI_KM2" else value) in str(info.value)
+
+
+def test_subscription_key_from_a_secret_file(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secret = tmp_path / "pc_key"
+    secret.write_text("abc123\n", encoding="utf-8")
+    clean_env.setenv("PC_SDK_SUBSCRIPTION_KEY_FILE", str(secret))
+    assert load_settings().pc_subscription_key == "abc123"
+    clean_env.setenv("PC_SDK_SUBSCRIPTION_KEY_FILE", str(tmp_path / "missing"))
+    with pytest.raises(InvalidRequestError, match="cannot be read"):
+        load_settings()
