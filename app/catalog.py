@@ -32,7 +32,7 @@ from pystac_client.stac_api_io import StacApiIO
 from shapely.geometry import shape
 
 from app.aoi import AOI, geodesic_area_km2
-from inference.errors import AssetAccessError, CatalogError, InvalidRequestError
+from inference.errors import AssetAccessError, CatalogError, InvalidRequestError, SceneError
 from inference.modalities import Modality
 
 #: Largest number of scenes one search may return.
@@ -409,6 +409,31 @@ def search_scenes(
         ) from err
     scenes.sort(key=lambda s: (s.datetime, s.id))
     return SearchResults(scenes, skipped)
+
+
+def fetch_item(
+    item_id: str, *, stac_url: str, collection: str | None = None, timeout_s: float = 20.0
+) -> dict[str, Any]:
+    """Fetch one STAC Item by id (the CLI's ``--item``).
+
+    Raises:
+        SceneError: no item has that id (in ``collection``, when given).
+        CatalogError: the catalog is unreachable or answers with an error.
+    """
+    client = open_catalog(stac_url, timeout_s)
+    kwargs: dict[str, Any] = {"ids": [item_id], "max_items": 1}
+    if collection:
+        kwargs["collections"] = [collection]
+    try:
+        found = next(iter(client.search(**kwargs).items_as_dicts()), None)
+    except APIError as err:
+        raise CatalogError(f"fetching item {item_id!r} from {stac_url!r} failed "
+                           f"({_short(err)})") from err
+    if found is None:
+        raise SceneError(f"no item {item_id!r} in the catalog {stac_url!r}"
+                         + (f" (collection {collection!r})" if collection else "")
+                         + "; check the id with `terralens search`")
+    return dict(found)
 
 
 # -- Planetary Computer signing -------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TextIO
 
 from app.aoi import AOI
 from app.catalog import MAX_LIMIT, Collection, SceneSummary, SearchRequest, search_scenes
+from app.cli_tasks import add_generate, add_geolocate, add_segment
 from app.cli_weights import add_weights
 from app.settings import load_settings
 from inference.errors import InvalidRequestError, TerraLensError
@@ -151,7 +152,9 @@ def _add_search(subparsers: Any) -> None:
 
 
 #: Parser builders, one per subcommand (append new ones here).
-SUBCOMMANDS: list[Callable[[Any], None]] = [_add_search, add_weights]
+SUBCOMMANDS: list[Callable[[Any], None]] = [
+    _add_search, add_generate, add_segment, add_geolocate, add_weights,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,158 @@
+"""What the Run page needs besides widgets: tasks on offer, the job, the estimate, the summary."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.aoi import AOI
+from app.settings import Settings
+from inference.errors import InvalidRequestError, SceneError
+from inference.modalities import GENERATABLE, Modality
+
+#: Outputs selected when the page first opens.
+DEFAULT_OUTPUTS: tuple[str, ...] = (Modality.LULC.value, Modality.NDVI.value)
+
+
+@dataclass(frozen=True)
+class TaskOption:
+    """One entry of the task selector."""
+
+    key: str
+    label: str
+    help: str
+    needs: str | None = None  # module that must exist for the task to be offered
+
+
+TASKS: tuple[TaskOption, ...] = (
+    TaskOption("generation", "Generation",
+               "Generate synthetic S1, LULC, NDVI or DEM layers from the Sentinel-2 window."),
+    TaskOption("water", "Water (zero-shot TiM)",
+               "Map water from TerraMind's generated land cover (class 1), with confidence.",
+               needs="inference.tim"),
+    TaskOption("tim", "Fine-tuned TiM checkpoint",
+               "Segment with a fine-tuned TerraMind TiM checkpoint (local path or hub repo id).",
+               needs="inference.tim"),
+)
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def available_tasks() -> list[TaskOption]:
+    """The tasks this installation can run (TiM tasks need :mod:`inference.tim`)."""
+    return [t for t in TASKS if t.needs is None or _module_exists(t.needs)]
+
+
+def task_label(key: str) -> str:
+    """Label of a task key."""
+    return next((t.label for t in TASKS if t.key == key), key)
+
+
+def outputs_for(task: str, chosen: Sequence[str]) -> tuple[Modality, ...]:
+    """The modalities the model generates for ``task`` (water needs LULC only)."""
+    if task == "generation":
+        return tuple(Modality(o) for o in chosen)
+    return (Modality.LULC,)
+
+
+def output_choices() -> list[str]:
+    """Output modalities on offer, in TerraMind's order."""
+    return [m.value for m in GENERATABLE]
+
+
+def check_scene(scene: Any) -> None:
+    """Raise when the loaded scene cannot feed TerraMind.
+
+    Raises:
+        SceneError: no scene, or not Sentinel-2 L2A.
+    """
+    if scene is None:
+        raise SceneError("No scene loaded: on the Search page, pick a scene and press "
+                         "'Load scene' first.")
+    modality = scene.attrs.get("modality")
+    if modality != Modality.S2L2A.value:
+        raise SceneError(
+            f"TerraMind runs on Sentinel-2 L2A here, but the loaded scene is {modality!r}: "
+            "search Sentinel-2 L2A and load one of its scenes."
+        )
+
+
+def estimate_text(scene: Any, task: str, outputs: tuple[Modality, ...], *, timesteps: int,
+                  size: str, device: str) -> str:
+    """"N chips of 224 px · about T on DEVICE" for the scene window, or why not."""
+    from inference.generate import GenerationTask, estimate
+
+    h, w = int(scene.sizes["y"]), int(scene.sizes["x"])
+    gen_task = GenerationTask(outputs=outputs, timesteps=int(timesteps))
+    chips, seconds = estimate(h, w, gen_task, device=device.split(":")[0] or "cpu", size=size)
+    what = "generation" if task == "generation" else "land cover for the water map"
+    return (f"{w} × {h} px window → **{chips} chip{'s' if chips != 1 else ''}** of "
+            f"{gen_task.chip} px · {what} takes about **{format_seconds(seconds)}** on "
+            f"`{device}` (a rough estimate; model loading not included).")
+
+
+def format_seconds(seconds: float) -> str:
+    """``"45 s"``, ``"3 min 20 s"``, ``"1 h 05 min"``."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+def build_job(
+    *, items: Sequence[dict[str, Any]], aoi_json: str | None, task: str,
+    outputs: Sequence[str], size: str, timesteps: int, seed: int, checkpoint: str | None,
+) -> Any:
+    """The pipeline job for the loaded scene and the chosen parameters.
+
+    Raises:
+        InvalidRequestError: no outputs chosen, or a bad parameter.
+        SceneError: the scene was not loaded from catalog items.
+    """
+    from app.pipeline import GenerationJob
+
+    if not items or not aoi_json:
+        raise SceneError("The loaded scene has no catalog items: load it again on the Search "
+                         "page.")
+    if task == "generation" and not outputs:
+        raise InvalidRequestError(
+            f"Choose at least one output to generate from {output_choices()}."
+        )
+    return GenerationJob(
+        scene_items=tuple(items), aoi=AOI.from_json(aoi_json),
+        outputs=outputs_for(task, outputs), size=size, timesteps=int(timesteps), seed=int(seed),
+        task=task, checkpoint=(checkpoint or None) if task == "tim" else None,
+    )
+
+
+def weights_advice(settings: Settings) -> str:
+    """What to do when weights are missing."""
+    return (
+        f"TERRALENS_WEIGHTS is {settings.weights!r}. Provide the weights: run "
+        "`terralens weights` on a machine with internet access and copy the folder here "
+        "(set TERRALENS_WEIGHTS to it), pre-fill the Hugging Face cache (HF_HOME), or set "
+        "TERRALENS_WEIGHTS=untrained for a demo whose outputs are noise."
+    )
+
+
+def run_summary(run: Any) -> list[str]:
+    """Lines describing a stored run (layers, task, model, weights)."""
+    lines = [f"**Run** `{getattr(run, 'id', '?')}`"]
+    layers = getattr(run, "layer_names", None) or list(getattr(run, "layers", {}) or {})
+    if layers:
+        lines.append("**Layers** " + ", ".join(f"`{n}`" for n in layers))
+    request = getattr(run, "request", None)
+    if request is not None:
+        lines.append(f"**Task** {task_label(str(getattr(request, 'task', '')))} · "
+                     f"**model** `{getattr(request, 'model', '')}` · "
+                     f"**weights** `{getattr(request, 'weights', '')}`")
+    return lines

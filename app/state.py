@@ -1,0 +1,266 @@
+"""The typed session state: every ``st.session_state`` key TerraLens uses, declared once.
+
+Each key is a :class:`Key` with its name, type and default; pages read and write state only
+through these keys (``state.AOI_JSON.get()``, ``state.RUN_ID.set(run_id)``), never through bare
+strings. Widget keys (whose value Streamlit manages) are declared here too, as plain names, so
+no two widgets can collide and tests can seed them.
+
+Values kept across pages live in non-widget keys: Streamlit drops a widget's state when the
+page holding the widget is not shown, so widgets read their default from a state key and write
+the chosen value back.
+
+The AOI is stored as its canonical JSON (``AOI.to_json()``); the loaded scene (a possibly large
+``xarray.DataArray``) lives under the single key :data:`SCENE`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import streamlit as st
+
+from app.aoi import AOI
+from inference.errors import InvalidAOIError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from app.catalog import SceneSummary, SearchRequest
+
+T = TypeVar("T")
+
+#: Every declared key, by name (tests and the "reset" button iterate over it).
+REGISTRY: dict[str, Key[Any]] = {}
+
+
+@dataclass(frozen=True)
+class Key(Generic[T]):
+    """One session-state entry: its name, a default factory and what it holds.
+
+    Attributes:
+        name: The ``st.session_state`` key.
+        default: Factory of the value used when the key is absent (called each time, so
+            mutable defaults are never shared between sessions).
+        doc: What the key holds, for readers of this module.
+    """
+
+    name: str
+    default: Callable[[], T] = field(repr=False)
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.name in REGISTRY:
+            raise ValueError(f"session-state key {self.name!r} is declared twice")
+        REGISTRY[self.name] = self
+
+    def get(self) -> T:
+        """The current value, or the default when unset (the default is not stored)."""
+        if self.name in st.session_state:
+            return st.session_state[self.name]  # type: ignore[no-any-return]
+        return self.default()
+
+    def set(self, value: T) -> None:
+        """Store ``value``."""
+        st.session_state[self.name] = value
+
+    def clear(self) -> None:
+        """Forget the value (the next :meth:`get` returns the default)."""
+        st.session_state.pop(self.name, None)
+
+    def is_set(self) -> bool:
+        """Whether a value is stored."""
+        return self.name in st.session_state
+
+
+def _none() -> None:
+    return None
+
+
+# -- Search: AOI, map, request, results --------------------------------------------------------
+AOI_JSON: Key[str | None] = Key("aoi", _none, "the AOI as canonical GeoJSON text (AOI.to_json)")
+AOI_SOURCE: Key[str] = Key("aoi_source", lambda: "", "how the AOI was given: drawn/uploaded/bbox")
+LAST_DRAWING: Key[str | None] = Key(
+    "last_drawing", _none, "JSON of the last map drawing already turned into the AOI"
+)
+MAP_CENTER: Key[tuple[float, float] | None] = Key(
+    "map_center", _none, "(lat, lon) the search map is recentred on ('jump to')"
+)
+MAP_ZOOM: Key[int | None] = Key("map_zoom", _none, "zoom of the search map after 'jump to'")
+SEARCH_REQUEST: Key[SearchRequest | None] = Key(
+    "search_request", _none, "the last search that ran (frozen SearchRequest)"
+)
+SEARCH_RESULTS: Key[list[SceneSummary] | None] = Key(
+    "search_results", _none, "scenes of the last search (None: no search yet)"
+)
+SEARCH_SKIPPED: Key[int] = Key("search_skipped", lambda: 0, "malformed items left out")
+SELECTED_SCENE_ID: Key[str | None] = Key("selected_scene_id", _none, "chosen STAC item id")
+
+# -- Loaded scene -------------------------------------------------------------------------------
+SCENE: Key[xr.DataArray | None] = Key(
+    "scene", _none, "the loaded AOI window of the chosen scene (band, y, x) from load_scene"
+)
+SCENE_ITEMS: Key[tuple[dict[str, Any], ...]] = Key(
+    "scene_items", tuple, "STAC Item dicts the loaded scene was read from (same day)"
+)
+SCENE_AOI_JSON: Key[str | None] = Key(
+    "scene_aoi", _none, "the AOI (JSON) the loaded scene was read for"
+)
+SCENE_PREVIEW: Key[Any] = Key(
+    "scene_preview", _none, "(DisplayLayer, RenderedLayer) true colour of the loaded scene"
+)
+
+# -- Run ----------------------------------------------------------------------------------------
+RUN_ID: Key[str | None] = Key("run_id", _none, "the current run (opened on the Layers page)")
+CANCEL_REQUESTED: Key[bool] = Key("cancel_requested", lambda: False, "the analyst hit Cancel")
+RUN_PROGRESS: Key[tuple[int, int, str] | None] = Key(
+    "run_progress", _none, "(done, total, message) of a run in progress; left set if interrupted"
+)
+LAST_RUN_SECONDS: Key[float | None] = Key("last_run_seconds", _none, "wall time of the last run")
+LAST_RUN_REUSED: Key[bool] = Key(
+    "last_run_reused", lambda: False, "the current run was answered from the run store"
+)
+
+# -- Layers page --------------------------------------------------------------------------------
+LAYER_VISIBLE: Key[dict[str, bool]] = Key("layer_visible", dict, "layer name -> shown on map")
+LAYER_OPACITY: Key[dict[str, float]] = Key("layer_opacity", dict, "layer name -> opacity 0..1")
+LAYER_ORDER: Key[list[str]] = Key("layer_order", list, "layer names, bottom to top")
+LAYERS_RUN_ID: Key[str | None] = Key(
+    "layers_run_id", _none, "run whose layer preferences are in LAYER_* (reset on change)"
+)
+ADDED_LAYERS: Key[dict[str, xr.DataArray]] = Key(
+    "added_layers", dict, "layers the analyst added (uploaded GeoTIFFs), by display name"
+)
+INSPECT_POINT: Key[tuple[float, float] | None] = Key(
+    "inspect_point", _none, "(lat, lon) last clicked on the Layers map"
+)
+
+# -- Runs page ----------------------------------------------------------------------------------
+DELETE_PENDING: Key[str | None] = Key("delete_pending", _none, "run id awaiting confirmation")
+
+# -- Geolocate page -----------------------------------------------------------------------------
+GEOLOCATE_RESULT: Key[Any] = Key("geolocate_result", _none, "the last geolocation result")
+
+
+# -- Widget keys (values managed by Streamlit) ---------------------------------------------------
+class W:
+    """Names of widget keys, one per widget that needs a stable identity."""
+
+    SEARCH_MAP = "w_search_map"
+    UPLOAD = "w_aoi_upload"
+    PASTE = "w_aoi_paste"
+    USE_UPLOAD = "w_use_upload"
+    BBOX = "w_aoi_bbox"
+    USE_BBOX = "w_use_bbox"
+    JUMP_LAT = "w_jump_lat"
+    JUMP_LON = "w_jump_lon"
+    JUMP = "w_jump"
+    CLEAR_AOI = "w_clear_aoi"
+    COLLECTION = "w_collection"
+    START = "w_start"
+    END = "w_end"
+    MAX_CLOUD = "w_max_cloud"
+    LIMIT = "w_limit"
+    RESULTS_TABLE = "w_results_table"
+    FILTER_CLOUD = "w_filter_cloud"
+    FILTER_COVERAGE = "w_filter_coverage"
+    LOAD = "w_load_scene"
+    TASK = "w_task"
+    SIZE = "w_model_size"
+    OUTPUTS = "w_outputs"
+    TIMESTEPS = "w_timesteps"
+    SEED = "w_seed"
+    CHECKPOINT = "w_checkpoint"
+    RUN = "w_run"
+    CANCEL = "w_cancel"
+    LAYERS_MAP = "w_layers_map"
+    FALSE_COLOUR = "w_false_colour"
+    COMPARE = "w_compare"
+    COMPARE_LEFT = "w_compare_left"
+    COMPARE_RIGHT = "w_compare_right"
+    BRING_TO_TOP = "w_bring_to_top"
+    STATS_LAYER = "w_stats_layer"
+    DOWNLOAD_ZIP = "w_download_zip"
+    DOWNLOAD_PNG = "w_download_png"
+    SNAPSHOT_LAYER = "w_snapshot_layer"
+    ADD_UPLOAD = "w_add_upload"
+    ADD_BUTTON = "w_add_button"
+    RUNS_CHOICE = "w_runs_choice"
+    RUNS_OPEN = "w_runs_open"
+    RUNS_DELETE = "w_runs_delete"
+    RUNS_CONFIRM = "w_runs_confirm"
+    RUNS_KEEP = "w_runs_keep"
+    GEO_MODE = "w_geo_mode"
+    GEO_SAMPLES = "w_geo_samples"
+    GEO_TEMPERATURE = "w_geo_temperature"
+    GEO_TOP_P = "w_geo_top_p"
+    GEO_SEED = "w_geo_seed"
+
+    @staticmethod
+    def layer(kind: str, name: str) -> str:
+        """Key of a per-layer widget, e.g. ``W.layer("visible", "[G] LULC")``."""
+        return f"w_layer_{kind}::{name}"
+
+    @staticmethod
+    def lulc_fraction(class_name: str) -> str:
+        """Key of a land-cover fraction slider on the Geolocate page."""
+        return f"w_geo_frac::{class_name}"
+
+
+# -- Typed helpers --------------------------------------------------------------------------------
+def get_aoi() -> AOI | None:
+    """The AOI, parsed from :data:`AOI_JSON` (``None`` if unset or unreadable)."""
+    text = AOI_JSON.get()
+    if not text:
+        return None
+    try:
+        return AOI.from_json(text)
+    except InvalidAOIError:
+        AOI_JSON.clear()
+        return None
+
+
+def set_aoi(aoi: AOI | None, source: str = "") -> None:
+    """Store (or clear) the AOI. A new AOI forgets the search results and loaded scene."""
+    previous = AOI_JSON.get()
+    new = aoi.to_json() if aoi is not None else None
+    if new == previous:
+        return
+    AOI_JSON.set(new)
+    AOI_SOURCE.set(source if aoi is not None else "")
+    for key in (SEARCH_RESULTS, SEARCH_REQUEST, SELECTED_SCENE_ID, MAP_CENTER, MAP_ZOOM):
+        key.clear()
+    SEARCH_SKIPPED.clear()
+
+
+def set_scene(
+    scene: xr.DataArray, items: tuple[dict[str, Any], ...], aoi: AOI, preview: Any = None
+) -> None:
+    """Keep a loaded scene with the items and AOI it was read for (and its map preview)."""
+    SCENE.set(scene)
+    SCENE_PREVIEW.set(preview)
+    SCENE_ITEMS.set(tuple(items))
+    SCENE_AOI_JSON.set(aoi.to_json())
+
+
+def clear_scene() -> None:
+    """Forget the loaded scene."""
+    for key in (SCENE, SCENE_ITEMS, SCENE_AOI_JSON, SCENE_PREVIEW):
+        key.clear()
+
+
+def open_run(run_id: str | None) -> None:
+    """Make ``run_id`` the current run and mirror it in the URL (``?run=<id>``)."""
+    RUN_ID.set(run_id)
+    if run_id:
+        st.query_params["run"] = run_id
+    elif "run" in st.query_params:
+        del st.query_params["run"]
+
+
+def default_date_range(today: dt.date | None = None) -> tuple[dt.date, dt.date]:
+    """The default search window: the last 60 days up to today (UTC)."""
+    end = today or dt.datetime.now(dt.UTC).date()
+    return (end - dt.timedelta(days=60), end)

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Re-create the vendored map libraries under assets/vendor/ from pinned npm packages.
+#
+# TerraLens maps must render offline and in air-gapped deployments, so folium's CDN links are
+# replaced by these files, served by Streamlit's static file serving at /app/static/vendor/...
+# (app/static is a symlink to assets/). Only the dist files a browser needs are kept, with each
+# package's licence. Run from anywhere:  bash assets/vendor/update.sh
+set -euo pipefail
+
+LEAFLET_VERSION=1.9.4
+LEAFLET_DRAW_VERSION=1.0.4
+SIDE_BY_SIDE_VERSION=2.2.0
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+cd "$WORK"
+npm pack --silent \
+    "leaflet@${LEAFLET_VERSION}" \
+    "leaflet-draw@${LEAFLET_DRAW_VERSION}" \
+    "leaflet-side-by-side@${SIDE_BY_SIDE_VERSION}" >/dev/null
+for pkg in leaflet leaflet-draw leaflet-side-by-side; do
+    mkdir -p "$pkg"
+    tar -xzf "$pkg"-[0-9]*.tgz -C "$pkg" --strip-components=1
+done
+
+# --- Leaflet: the library, its stylesheet and the control/marker images it references.
+dst="$HERE/leaflet"
+rm -rf "$dst" && mkdir -p "$dst/images"
+cp leaflet/dist/leaflet.js leaflet/dist/leaflet.css "$dst/"
+cp leaflet/dist/images/*.png "$dst/images/"
+cp leaflet/LICENSE "$dst/LICENSE"
+
+# --- Leaflet.draw: the npm package ships no licence file; its package.json says MIT and the
+# dist banner names the copyright holders, which the LICENSE below records.
+dst="$HERE/leaflet-draw"
+rm -rf "$dst" && mkdir -p "$dst/images"
+cp leaflet-draw/dist/leaflet.draw.js leaflet-draw/dist/leaflet.draw.css "$dst/"
+cp leaflet-draw/dist/images/spritesheet.png leaflet-draw/dist/images/spritesheet-2x.png \
+   leaflet-draw/dist/images/spritesheet.svg "$dst/images/"
+license="$(node -p "require('./leaflet-draw/package.json').license")"
+[ "$license" = "MIT" ] || { echo "leaflet-draw licence changed to $license" >&2; exit 1; }
+cat > "$dst/LICENSE" <<'LICENSE_TEXT'
+Leaflet.draw 1.0.4 (npm package leaflet-draw), https://github.com/Leaflet/Leaflet.draw
+Released under the MIT licence (package.json "license": "MIT").
+
+Copyright (c) 2012-2017, Jacob Toye, Jon West, Smartrak, Leaflet
+
+Permission is hereby granted, free of charge, to any person obtaining a copy of this software and
+associated documentation files (the "Software"), to deal in the Software without restriction,
+including without limitation the rights to use, copy, modify, merge, publish, distribute,
+sublicense, and/or sell copies of the Software, and to permit persons to whom the Software is
+furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in all copies or
+substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR IMPLIED, INCLUDING BUT
+NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND
+NONINFRINGEMENT. IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM,
+DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM, OUT
+OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
+LICENSE_TEXT
+
+# --- leaflet-side-by-side: npm ships only the CommonJS source (built with browserify upstream).
+# Wrap it for a plain <script> tag: `require('leaflet')` is the global L, the CSS requires are
+# served as separate stylesheets.
+dst="$HERE/leaflet-side-by-side"
+rm -rf "$dst" && mkdir -p "$dst"
+{
+    echo "/* leaflet-side-by-side ${SIDE_BY_SIDE_VERSION} (MIT, Gregor MacLennan / Digital Democracy),"
+    echo "   wrapped for a plain <script> tag by assets/vendor/update.sh. */"
+    echo "(function () {"
+    echo "var module = { exports: {} };"
+    echo "var require = function (name) { return name === 'leaflet' ? window.L : {}; };"
+    cat leaflet-side-by-side/index.js
+    echo "})();"
+} > "$dst/leaflet-side-by-side.js"
+cp leaflet-side-by-side/layout.css leaflet-side-by-side/range.css \
+   leaflet-side-by-side/range-icon.png "$dst/"
+cp leaflet-side-by-side/LICENSE "$dst/LICENSE"
+
+cat > "$HERE/VERSIONS.txt" <<VERSIONS_TEXT
+leaflet ${LEAFLET_VERSION}
+leaflet-draw ${LEAFLET_DRAW_VERSION}
+leaflet-side-by-side ${SIDE_BY_SIDE_VERSION}
+VERSIONS_TEXT
+echo "vendored: $(tr '\n' ' ' < "$HERE/VERSIONS.txt")"

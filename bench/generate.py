@@ -1,0 +1,209 @@
+"""Benchmark: TerraLens ``generate()`` against the IBM notebooks' tiled-inference path.
+
+For each output set, the same TerraMind model (same size, weights, timesteps, seed) generates
+the same S2L2A window twice, each in a fresh child process:
+
+* OURS — :func:`inference.generate.generate` (chips of 224 px, 32 px blended overlap, batched,
+  de-standardised outputs on the input grid, LULC softmax + argmax);
+* REFERENCE — what the TerraMind notebooks do: ``terratorch.tasks.tiled_inference.
+  tiled_inference(model_forward, x, crop=224, stride=192, batch_size=16)`` with
+  ``model_forward`` concatenating the generated modalities.
+
+Printed per run: wall time of the generation alone (model build excluded; best of
+``--repeat`` runs on one loaded model, against noise from other processes), time per km²
+(10 m pixels), peak RSS of the process, its growth during the run over the loaded model, CUDA
+peak memory when on a GPU, and OURS/REFERENCE ratios. Never asserts: it prints numbers.
+
+Usage::
+
+    python -m bench.generate --size tiny --timesteps 1 --pixels 448 --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DEFAULT_SETS = ("LULC", "S1GRD", "S1GRD+LULC+NDVI+DEM")
+PIXEL_M = 10.0
+
+
+def _rss_now_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def _window(pixels: int) -> Any:
+    """A seeded, smooth S2L2A-like window (the bench must not depend on ../shared)."""
+    import numpy as np
+    import rioxarray  # noqa: F401
+    import xarray as xr
+
+    from inference.modalities import S2L2A_BANDS
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.meshgrid(np.arange(pixels), np.arange(pixels), indexing="ij")
+    bands = [
+        900 + 120 * i + 600 * np.sin(rng.uniform(0.005, 0.03) * xx + rng.uniform(0.005, 0.03) * yy)
+        for i in range(len(S2L2A_BANDS))
+    ]
+    da = xr.DataArray(
+        np.stack(bands).astype("float32"),
+        dims=("band", "y", "x"),
+        coords={
+            "band": list(S2L2A_BANDS),
+            "y": 4_986_000 - PIXEL_M * (np.arange(pixels) + 0.5),
+            "x": 500_000 + PIXEL_M * (np.arange(pixels) + 0.5),
+        },
+        attrs={"scene_id": "bench", "offset_applied": 0},
+    )
+    return da.rio.write_crs("EPSG:32633")
+
+
+def _measure(path: str, outputs: list[str], args: dict[str, Any], queue: Any) -> None:
+    """Child process: build the model, run one path, report timings and memory."""
+    import random
+
+    import torch
+
+    from inference.models import load_generation_model
+
+    if args["threads"]:
+        torch.set_num_threads(args["threads"])
+    model = load_generation_model(
+        args["size"], outputs, weights=args["weights"], device=args["device"],
+        timesteps=args["timesteps"],
+    )
+    s2 = _window(args["pixels"])
+    cuda = model.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    base_rss = _rss_now_mb()
+    chips: list[int] = []
+    times = []
+    for _ in range(args["repeat"]):
+        chips.clear()
+        random.seed(0)
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        _one_run(path, model, s2, outputs, args, chips)
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    seconds = min(times)
+    queue.put({
+        "seconds": seconds,
+        "chips": chips[-1] if path == "ours" and chips else sum(chips),
+        "peak_rss_mb": _peak_rss_mb(),
+        "run_rss_mb": _peak_rss_mb() - base_rss,
+        "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+        "device": str(model.device),
+    })
+
+
+def _one_run(
+    path: str, model: Any, s2: Any, outputs: list[str], args: dict[str, Any], chips: list[int]
+) -> None:
+    import torch
+
+    from inference.generate import GenerationTask, generate
+
+    if path == "ours":
+        task = GenerationTask(
+            outputs=tuple(outputs), timesteps=args["timesteps"], seed=0,
+            batch_size=args["batch_size"],
+        )
+        generate(model, s2, task, progress=lambda done, total: chips.append(total))
+        return
+    from terratorch.tasks.tiled_inference import tiled_inference
+
+    x = torch.from_numpy(s2.values[None]).to(model.device)
+
+    def model_forward(batch: torch.Tensor) -> torch.Tensor:
+        chips.append(len(batch))
+        generated = model.module(batch, timesteps=args["timesteps"])
+        return torch.concat([generated[m] for m in outputs], dim=1)
+
+    with torch.no_grad():
+        if model.autocast is not None:
+            with torch.autocast(model.device.type, dtype=model.autocast):
+                tiled_inference(model_forward, x, crop=224, stride=192, batch_size=16)
+        else:
+            tiled_inference(model_forward, x, crop=224, stride=192, batch_size=16)
+
+
+def _run_child(path: str, outputs: list[str], args: dict[str, Any]) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_measure, args=(path, outputs, args, queue))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise SystemExit(f"{path} run for {outputs} failed (exit code {proc.exitcode})")
+    return queue.get()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments, run every output set through both paths, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="tiny", choices=["tiny", "small", "base", "large"])
+    parser.add_argument("--timesteps", type=int, default=1)
+    parser.add_argument("--pixels", type=int, default=448, help="side of the square window")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--weights", default="untrained")
+    parser.add_argument("--batch-size", type=int, default=4, help="OURS chips per call")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per path; best is kept")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--sets", default=",".join(DEFAULT_SETS), help="e.g. LULC,S1GRD+DEM")
+    parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    ns = parser.parse_args(argv)
+    args = vars(ns) | {"json": None}
+    km2 = (ns.pixels * PIXEL_M / 1000) ** 2
+    rows = []
+    print(
+        f"TerraMind {ns.size}, {ns.timesteps} step(s), {ns.pixels}x{ns.pixels} px "
+        f"({km2:.2f} km²), weights={ns.weights}, device={ns.device}, ours batch={ns.batch_size}, "
+        f"best of {ns.repeat}"
+    )
+    header = (
+        f"{'outputs':<22}{'path':<6}{'chips':>6}{'time s':>9}{'s/km²':>9}{'peak RSS MB':>13}"
+        f"{'run +RSS MB':>13}{'CUDA MB':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for output_set in ns.sets.split(","):
+        outputs = output_set.split("+")
+        result = {p: _run_child(p, outputs, args) for p in ("ours", "ref")}
+        for path, r in result.items():
+            cuda = f"{r['cuda_peak_mb']:.0f}" if r["cuda_peak_mb"] is not None else "-"
+            print(
+                f"{output_set:<22}{path:<6}{r['chips']:>6}{r['seconds']:>9.1f}"
+                f"{r['seconds'] / km2:>9.1f}{r['peak_rss_mb']:>13.0f}{r['run_rss_mb']:>13.0f}"
+                f"{cuda:>9}"
+            )
+        ratio_t = result["ours"]["seconds"] / result["ref"]["seconds"]
+        ratio_m = result["ours"]["peak_rss_mb"] / result["ref"]["peak_rss_mb"]
+        print(f"{output_set:<22}{'ratio':<6} time ours/ref {ratio_t:.2f}, peak RSS {ratio_m:.2f}")
+        flat = {f"{p}_{k}": v for p, r in result.items() for k, v in r.items()}
+        rows.append({"outputs": output_set, **flat})
+    if ns.json:
+        ns.json.write_text(json.dumps({"args": args, "km2": km2, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

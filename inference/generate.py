@@ -1,0 +1,377 @@
+"""Any-to-any generation: Sentinel-2 L2A in, synthetic S1 / DEM / NDVI / LULC out, same grid.
+
+:func:`generate` runs TerraMind's chained generation (terratorch, ``standardize=True``) over an
+AOI of any size with :func:`inference.tiling.tiled_apply`, and returns one georeferenced
+``xarray.DataArray`` per output on exactly the input grid, in physical units:
+
+* ``S1GRD`` / ``S1RTC``: VV, VH backscatter in dB;
+* ``DEM``: metres; ``NDVI``: unitless;
+* ``LULC_PROB``: 10 class probabilities (softmax of the logits, blended across chips) and
+  ``LULC``: the ``uint8`` arg-max class (0 where the input had no data).
+
+Input pixels that are NaN in any band are filled with the band median for the model and
+masked again (NaN, or class 0) in every output; chips without any valid pixel are not run.
+
+Seeds: TerraMind has no seed argument; its token sampler draws from Python's ``random`` and
+the diffusion decoders from torch's global generator. Before each chip batch, ``random``,
+``numpy`` and ``torch`` are seeded with a value derived from (task seed, index of the batch's
+first chip), so the same input and task give bit-identical outputs (on the same device and
+software), in-process or on Ray. Changing ``batch_size`` changes which chips share a batch,
+hence the samples. The caller's global RNG states are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from inference.errors import InvalidRequestError
+from inference.executors import Executor
+from inference.modalities import LULC_CLASSES, MODALITY_INFO, S2L2A_BANDS, Modality
+from inference.models import (
+    UNTRAINED_LABEL,
+    GenerationModel,
+    GenerationSpec,
+    load_generation_model,
+    normalise_outputs,
+    oom_as_error,
+    terratorch_version,
+)
+from inference.tiling import CancelFn, ProgressFn, count_chips, tiled_apply
+
+if TYPE_CHECKING:
+    import torch
+    import xarray as xr
+
+#: Key of the LULC class-probability output.
+LULC_PROB = "LULC_PROB"
+#: Input attrs copied onto every output (provenance).
+PROVENANCE_ATTRS = ("scene_id", "collection", "datetime", "offset_applied")
+#: Bands each generated modality returns, in TerraMind's order.
+OUTPUT_BANDS: dict[Modality, int] = {
+    Modality.S1GRD: 2, Modality.S1RTC: 2, Modality.DEM: 1, Modality.NDVI: 1,
+    Modality.LULC: len(LULC_CLASSES),
+}
+
+
+@dataclass(frozen=True)
+class GenerationTask:
+    """A validated generation request (also part of the run-store cache key).
+
+    Attributes:
+        outputs: Modalities to generate, a non-empty subset of ``GENERATABLE``.
+        timesteps: Diffusion steps for S1/DEM/NDVI (1..100; more = slower, finer detail).
+        seed: Non-negative integer; the same seed reproduces the same outputs.
+        chip: Chip side in pixels (multiple of 16, 32..512; TerraMind was trained on 224).
+        overlap: Pixels shared by neighbouring chips, blended (0..chip/2).
+        batch_size: Chips per model call (1..64; lower it on out-of-memory errors).
+    """
+
+    outputs: tuple[Modality, ...]
+    timesteps: int = 10
+    seed: int = 0
+    chip: int = 224
+    overlap: int = 32
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outputs", normalise_outputs(self.outputs))
+        _check_int("timesteps", self.timesteps, 1, 100)
+        _check_int("seed", self.seed, 0, 2**63 - 1)
+        _check_int("chip", self.chip, 32, 512)
+        if self.chip % 16:
+            raise InvalidRequestError(
+                f"chip must be a multiple of 16 pixels (TerraMind patch size), got {self.chip!r}."
+            )
+        _check_int("overlap", self.overlap, 0, self.chip // 2)
+        _check_int("batch_size", self.batch_size, 1, 64)
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not (
+        low <= value <= high
+    ):
+        raise InvalidRequestError(f"{name} must be an integer in {low}..{high}, got {value!r}.")
+
+
+def batch_seed(seed: int, first_chip: int) -> int:
+    """Seed for the batch starting at plan index ``first_chip`` (stable across runs)."""
+    return int(np.random.SeedSequence([seed, first_chip]).generate_state(1, np.uint32)[0])
+
+
+def _layout(outputs: Sequence[Modality]) -> dict[Modality, slice]:
+    layout, start = {}, 0
+    for mod in outputs:
+        layout[mod] = slice(start, start + OUTPUT_BANDS[mod])
+        start += OUTPUT_BANDS[mod]
+    return layout
+
+
+# Worker-process cache for chip generators unpickled by Ray (one model per spec per process).
+_WORKER_MODELS: dict[GenerationSpec, GenerationModel] = {}
+
+
+class ChipGenerator:
+    """The chip function: ``[B, 12, chip, chip]`` S2L2A DN → stacked outputs.
+
+    Output channels follow ``model.spec.outputs`` with :data:`OUTPUT_BANDS` each; LULC comes
+    as softmax probabilities. Picklable: a copy sent to another process re-loads its model
+    from the spec (once per process).
+    """
+
+    def __init__(self, model: GenerationModel, task: GenerationTask) -> None:
+        self.model: GenerationModel | None = model
+        self.spec = model.spec
+        self.task = task
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"model": None, "spec": self.spec, "task": self.task}
+
+    def _model(self) -> GenerationModel:
+        if self.model is None:
+            if self.spec not in _WORKER_MODELS:
+                _WORKER_MODELS[self.spec] = load_generation_model(
+                    self.spec.size, self.spec.outputs, weights=self.spec.weights,
+                    device="auto", timesteps=self.spec.timesteps,
+                )
+            self.model = _WORKER_MODELS[self.spec]
+        return self.model
+
+    def __call__(self, batch: np.ndarray, indices: Sequence[int]) -> np.ndarray:
+        """Generate every output for one batch of chips."""
+        import torch
+
+        model = self._model()
+        if model.module is None:
+            raise InvalidRequestError("The model was unloaded; load it again before generating.")
+        seed = batch_seed(self.task.seed, int(indices[0]))
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(model.device)
+        what = f"generating {', '.join(m.value for m in model.outputs)} ({len(batch)} chips)"
+        with oom_as_error(what, device=model.device), torch.no_grad(), _autocast(model):
+            raw = model.module({Modality.S2L2A.value: x}, timesteps=self.task.timesteps)
+        parts = []
+        for mod in model.outputs:
+            value = raw[mod.value].float()
+            if mod is Modality.LULC:
+                value = torch.softmax(value, dim=1)
+            parts.append(value)
+        return torch.cat(parts, dim=1).cpu().numpy()
+
+
+def _autocast(model: GenerationModel) -> Any:
+    import contextlib
+
+    import torch
+
+    if model.autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast(model.device.type, dtype=model.autocast)
+
+
+class _RngGuard:
+    """Save and restore the global ``random``/``numpy``/``torch`` RNG states."""
+
+    def __enter__(self) -> None:
+        import torch
+
+        self._py = random.getstate()
+        self._np = np.random.get_state()
+        self._torch = torch.random.get_rng_state()
+        self._cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        random.setstate(self._py)
+        np.random.set_state(self._np)
+        torch.random.set_rng_state(self._torch)
+        if self._cuda is not None:
+            torch.cuda.set_rng_state_all(self._cuda)
+
+
+def _s2_array(s2: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the input and return (``[12, H, W]`` float32 filled, valid mask ``[H, W]``)."""
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+
+    if tuple(s2.dims) != ("band", "y", "x"):
+        raise InvalidRequestError(
+            f"Sentinel-2 input must have dims ('band', 'y', 'x'), got {tuple(s2.dims)!r}."
+        )
+    names = [str(b) for b in s2.coords["band"].values] if "band" in s2.coords else []
+    missing = [b for b in S2L2A_BANDS if b not in names]
+    if missing:
+        raise InvalidRequestError(
+            f"Sentinel-2 input lacks bands {missing!r} (has {names!r}); TerraMind needs the 12 "
+            f"L2A bands {list(S2L2A_BANDS)!r} named in the 'band' coordinate."
+        )
+    if s2.rio.crs is None:
+        raise InvalidRequestError("Sentinel-2 input has no CRS: write one with rio.write_crs.")
+    data = np.asarray(s2.sel(band=list(S2L2A_BANDS)).values, dtype=np.float32)
+    valid: np.ndarray = np.asarray(np.isfinite(data).all(axis=0))
+    if not valid.any():
+        raise InvalidRequestError(
+            "The Sentinel-2 input has no valid pixel (all NaN) in this AOI: pick another scene."
+        )
+    if not valid.all():
+        data = data.copy()
+        for band in data:
+            band[~np.isfinite(band)] = np.median(band[valid])
+    return data, valid
+
+
+def _to_dataarray(
+    data: np.ndarray,
+    like: xr.DataArray,
+    bands: Sequence[str],
+    attrs: dict[str, Any],
+) -> xr.DataArray:
+    import xarray as xr
+
+    da = xr.DataArray(
+        data,
+        dims=("band", "y", "x"),
+        coords={"band": list(bands), "y": like.coords["y"].values, "x": like.coords["x"].values},
+        attrs=attrs,
+    )
+    da = da.rio.write_crs(like.rio.crs)
+    da = da.rio.write_transform(like.rio.transform())
+    return da
+
+
+def generate(
+    model: GenerationModel,
+    s2: xr.DataArray,
+    task: GenerationTask,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    executor: Executor | None = None,
+) -> dict[str, xr.DataArray]:
+    """Generate synthetic modalities from a Sentinel-2 L2A window.
+
+    Args:
+        model: From :func:`inference.models.load_generation_model`, built for ``task.outputs``.
+        s2: ``[band, y, x]`` S2L2A DN (offset already removed by the scene loader; its
+            ``offset_applied`` attr is copied), bands named as ``S2L2A_BANDS``, CRS written.
+            NaN marks no data.
+        task: What to generate and how.
+        progress: ``progress(chips_done, chips_total)`` after each batch.
+        cancel: Return True to stop; raises :class:`RunCancelledError` before the next batch.
+        executor: Where chips run (default in-process; see :mod:`inference.executors`).
+
+    Returns:
+        ``{"S1GRD"|"S1RTC"|"DEM"|"NDVI": float32, "LULC": uint8, "LULC_PROB": float32}`` for
+        the requested outputs, each on exactly the grid of ``s2``, with provenance attrs.
+
+    Raises:
+        InvalidRequestError: bad input, or a model built for other outputs.
+        OutOfMemoryError: the device ran out of memory (lower ``batch_size``).
+        RunCancelledError: cancelled.
+    """
+    if not isinstance(task, GenerationTask):
+        raise InvalidRequestError(f"task must be a GenerationTask, got {type(task).__name__}.")
+    if set(task.outputs) != set(model.outputs):
+        raise InvalidRequestError(
+            f"The model generates {[m.value for m in model.outputs]} but the task asks for "
+            f"{[m.value for m in task.outputs]}: load a model for the task's outputs."
+        )
+    data, valid = _s2_array(s2)
+    fn = ChipGenerator(model, task)
+    with _RngGuard():
+        stacked = tiled_apply(
+            fn, data, chip=task.chip, overlap=task.overlap, batch_size=task.batch_size,
+            progress=progress, cancel=cancel, executor=executor, mask=valid,
+        )
+    base = {k: s2.attrs[k] for k in PROVENANCE_ATTRS if k in s2.attrs}
+    base |= {
+        "kind": "generated",
+        "synthetic": True,
+        "model": model.registry_name,
+        "weights": model.weights_label,
+        "untrained": bool(model.untrained),
+        "timesteps": int(task.timesteps),
+        "seed": int(task.seed),
+        "terratorch_version": terratorch_version(),
+    }
+    if model.untrained:
+        base["note"] = UNTRAINED_LABEL
+    results: dict[str, xr.DataArray] = {}
+    for mod, sl in _layout(model.outputs).items():
+        info = MODALITY_INFO[mod]
+        values = stacked[sl]
+        attrs = base | {"modality": mod.value, "units": info.units, "long_name": info.long_name}
+        if mod is Modality.LULC:
+            probs = np.where(valid, values, np.nan).astype(np.float32)
+            classes = np.where(valid, values.argmax(axis=0), 0).astype(np.uint8)[None]
+            names = json.dumps([c.name for c in LULC_CLASSES])
+            results[mod.value] = _to_dataarray(
+                classes, s2, info.bands, attrs | {"class_names": names}
+            )
+            results[LULC_PROB] = _to_dataarray(
+                probs, s2, [c.name for c in LULC_CLASSES],
+                attrs | {"modality": LULC_PROB, "units": "probability",
+                         "long_name": f"{info.long_name} class probabilities",
+                         "class_names": names},
+            )
+        else:
+            values = np.where(valid, values, np.nan).astype(np.float32)
+            results[mod.value] = _to_dataarray(values, s2, info.bands, attrs)
+    return results
+
+
+# Rough per-chip costs (seconds, one 224² chip) behind :func:`estimate`.
+# CPU: measured on 2 cores, fp32 (../shared/FACTS.md, "CPU cost"): each diffusion output costs
+# ≈1.05 s per step whatever the size; LULC decoding 0.25 s; the chained token sampler about
+# 0.45 s (tiny) / 1.25 s (base) per output. small/large interpolated by parameter count.
+# CUDA: a guess for one H100-class GPU with batched chips and bf16 (≈20× CPU), to be replaced by
+# bench/generate.py numbers.
+_SAMPLER_S_PER_OUTPUT = {"tiny": 0.45, "small": 0.7, "base": 1.25, "large": 3.5}
+_DIFFUSION_S_PER_STEP = 1.05
+_LULC_DECODE_S = 0.25
+_SPEEDUP = {"cpu": 1.0, "mps": 4.0, "cuda": 20.0}
+
+
+def estimate(
+    h: int, w: int, task: GenerationTask, device: torch.device | str = "cpu", size: str = "base"
+) -> tuple[int, float]:
+    """Chips and a rough run time for an ``h × w`` window.
+
+    Args:
+        h: Window height in pixels.
+        w: Window width in pixels.
+        task: The generation task.
+        device: Where it will run (``cpu``, ``cuda``, ``mps`` or a ``torch.device``).
+        size: Model size.
+
+    Returns:
+        (number of chips, estimated seconds). Good to a factor of ~2 on CPU; a guess on GPU.
+    """
+    chips = count_chips(h, w, task.chip, task.overlap)
+    per_chip = 0.0
+    for mod in task.outputs:
+        per_chip += _SAMPLER_S_PER_OUTPUT.get(str(size), 1.25)
+        if mod is Modality.LULC:
+            per_chip += _LULC_DECODE_S
+        else:
+            per_chip += _DIFFUSION_S_PER_STEP * task.timesteps
+    kind = device.type if hasattr(device, "type") else str(device).split(":")[0]
+    per_chip *= (task.chip / 224) ** 2 / _SPEEDUP.get(kind, 1.0)
+    return chips, chips * per_chip
+
+
+__all__ = [
+    "LULC_PROB",
+    "ChipGenerator",
+    "GenerationTask",
+    "batch_seed",
+    "estimate",
+    "generate",
+]

@@ -1,0 +1,190 @@
+"""Layers page: the map workbench for one run — layers panel, legends, compare, inspector,
+statistics, downloads and added data. ``?run=<id>`` in the URL opens that run."""
+
+from __future__ import annotations
+
+import streamlit as st
+from streamlit_folium import st_folium
+
+from app import layers_view as view
+from app import state, ui
+from app.exports import layer_to_cog_bytes, png_snapshot, read_layer, run_zip_bytes
+from app.layers import layer_statistics, legend, legend_html, sample_point
+from app.maps import build_map
+from app.runs import RunStore
+from app.search_view import static_url
+from app.state import W
+
+settings = ui.load_settings_or_stop()
+st.title("Layers")
+
+# The URL carries the run (shareable link); the state remembers it between pages.
+url_run = st.query_params.get("run")
+if url_run and url_run != state.RUN_ID.get():
+    state.RUN_ID.set(url_run)
+run_id = state.RUN_ID.get()
+if not run_id:
+    st.info("No run is open: run TerraMind on a scene, or reopen a stored run.")
+    ui.page_link("run", "Run TerraMind")
+    ui.page_link("runs", "Stored runs")
+    st.stop()
+if st.query_params.get("run") != run_id:
+    st.query_params["run"] = run_id
+
+run = None
+with ui.guard("Opening the run"):
+    run = RunStore(settings.runs_dir).open(run_id)
+if run is None:
+    ui.page_link("runs", "Choose another stored run")
+    st.stop()
+
+st.caption(f"{run.title} · run `{run.id}` · share this page's URL to reopen it")
+if run.synthetic:
+    ui.synthetic_badge({"untrained": run.untrained})
+
+layers = view.run_layers(run)
+added = state.ADDED_LAYERS.get()
+display = view.all_display_layers(layers, added)
+by_name = {layer.name: layer for layer in display}
+source_of = {**layers, **added}
+key = view.run_cache_key(run)
+view.init_prefs(run.id, display)
+
+map_col, panel_col = st.columns([3, 1.3], gap="medium")
+
+# -- Layers panel ----------------------------------------------------------------------------------
+with panel_col:
+    st.subheader("Layers")
+    st.caption("Top of the list = drawn on top.")
+    visible = dict(state.LAYER_VISIBLE.get())
+    opacity = dict(state.LAYER_OPACITY.get())
+    order = state.LAYER_ORDER.get()
+    for position, name in enumerate(reversed(order)):
+        layer = by_name[name]
+        row = st.container(border=True)
+        c_check, c_up, c_down = row.columns([6, 1, 1], vertical_alignment="center")
+        visible[name] = c_check.checkbox(name, value=visible.get(name, True),
+                                         key=W.layer("visible", name))
+        c_up.button("↑", key=W.layer("up", name), help="Move up", disabled=position == 0,
+                    on_click=view.move, args=(name, 1))
+        c_down.button("↓", key=W.layer("down", name), help="Move down",
+                      disabled=position == len(order) - 1, on_click=view.move, args=(name, -1))
+        if visible[name]:
+            opacity[name] = row.slider("Opacity", 0.0, 1.0, float(opacity.get(name, 1.0)), 0.05,
+                                       key=W.layer("opacity", name))
+    state.LAYER_VISIBLE.set(visible)
+    state.LAYER_OPACITY.set(opacity)
+    st.selectbox("Bring to top", [view.NO_CHOICE, *reversed(order)], key=W.BRING_TO_TOP,
+                 on_change=view.bring_chosen_to_top)
+
+    compare = None
+    if st.toggle("Compare two layers (swipe)", key=W.COMPARE):
+        names = list(reversed(order))
+        left = st.selectbox("Left", names, index=len(names) - 1, key=W.COMPARE_LEFT)
+        right = st.selectbox("Right", names, index=0, key=W.COMPARE_RIGHT)
+        if left == right:
+            st.warning("Pick two different layers to compare.")
+        else:
+            compare = (left, right)
+
+    st.subheader("Legends")
+    for name in reversed(view.overlay_names(compare)):
+        st.html(legend_html(legend(by_name[name])))
+
+# -- The map ---------------------------------------------------------------------------------------
+with map_col:
+    overlays = []
+    with ui.guard("Rendering the layers"):
+        for name in view.overlay_names(compare):
+            layer = by_name[name]
+            cache = key if layer.source in layers else view.added_cache_key(layer.source)
+            overlays.append((layer, view.rendered(cache, layer, source_of[layer.source]),
+                             float(opacity.get(name, 1.0))))
+    with ui.guard("Drawing the map"):
+        fmap = build_map(aoi=run.request.aoi, overlays=overlays, compare=compare,
+                         static_url=static_url())
+        clicked = st_folium(fmap, key=W.LAYERS_MAP, height=620, use_container_width=True,
+                            returned_objects=["last_clicked"])
+        point = (clicked or {}).get("last_clicked")
+        if point and (point["lat"], point["lng"]) != state.INSPECT_POINT.get():
+            state.INSPECT_POINT.set((float(point["lat"]), float(point["lng"])))
+    st.caption(f"{len(overlays)} layer(s) on the map. Click the map to inspect a pixel.")
+
+# -- Inspector, statistics, downloads, added data --------------------------------------------------
+inspect_tab, stats_tab, download_tab, add_tab = st.tabs(
+    ["Pixel inspector", "Statistics", "Downloads", "Add data"]
+)
+with inspect_tab:
+    point = state.INSPECT_POINT.get()
+    if point is None:
+        st.info("Click the map to see the value of every layer at that point.")
+    else:
+        lat, lon = point
+        st.markdown(f"**Point** {lat:.5f}, {lon:.5f} (lat, lon)")
+        with ui.guard("Inspecting the pixel"):
+            st.dataframe(view.inspector_frame(sample_point(source_of, lon, lat)),
+                         hide_index=True, width="stretch")
+
+with stats_tab:
+    names = [n for n in reversed(order) if by_name[n].style.kind.value != "rgb"]
+    if names:
+        chosen = st.selectbox("Layer", names, key=W.STATS_LAYER)
+        layer = by_name[chosen]
+        if layer.synthetic:
+            st.caption("Statistics of generated (synthetic) values, not of measurements.")
+        with ui.guard("Computing statistics"):
+            stats = layer_statistics(source_of[layer.source], layer)
+            if stats["kind"] == "classes":
+                st.markdown(f"Valid area **{stats['total_km2']:.3f} km²**")
+                st.dataframe(view.class_table(stats), hide_index=True, width="stretch")
+            else:
+                st.markdown(view.summary_line(stats))
+                st.bar_chart(view.histogram_frame(stats), x="value", y="pixels",
+                             x_label=f"{layer.title} ({layer.units or 'unitless'})",
+                             y_label="pixels")
+
+with download_tab:
+    st.caption("GeoTIFFs are Cloud-Optimized, in the scene's CRS, with units, nodata and "
+               "provenance tags.")
+    for source, da in source_of.items():
+        st.download_button(
+            f"GeoTIFF: {source}", data=lambda da=da: layer_to_cog_bytes(da),
+            file_name=f"{run.id}_{source}.tif", mime="image/tiff", on_click="ignore",
+            key=W.layer("download", source), icon=":material/download:",
+        )
+    st.download_button("Whole run (zip: COGs + STAC Item + README)",
+                       data=lambda: run_zip_bytes(run), file_name=f"terralens-run-{run.id}.zip",
+                       mime="application/zip", on_click="ignore", key=W.DOWNLOAD_ZIP,
+                       icon=":material/folder_zip:")
+    shown = view.overlay_names(compare)
+    if shown:
+        snap = st.selectbox("PNG snapshot of", list(reversed(shown)), key=W.SNAPSHOT_LAYER)
+        snap_layer = by_name[snap]
+        snap_cache = key if snap_layer.source in layers else view.added_cache_key(
+            snap_layer.source)
+        st.download_button(
+            "PNG snapshot", data=lambda: png_snapshot(
+                view.rendered(snap_cache, snap_layer, source_of[snap_layer.source]),
+                title=snap_layer.name, legend=legend(snap_layer)),
+            file_name=f"{run.id}_{snap_layer.source}.png", mime="image/png", on_click="ignore",
+            key=W.DOWNLOAD_PNG, icon=":material/image:",
+        )
+
+with add_tab:
+    st.caption("Add your own GeoTIFF: it is drawn with the same colour tables, legends and "
+               "inspector (modality guessed from band names or the file name).")
+    upload = st.file_uploader("GeoTIFF", type=["tif", "tiff"], key=W.ADD_UPLOAD)
+    if upload is not None and st.button("Add to map", key=W.ADD_BUTTON):
+        with ui.guard("Adding the layer"):
+            data = upload.getvalue()
+            source = view.added_source_name(upload.name, data)
+            new = view.prepare_added(read_layer(data), upload.name)
+            state.ADDED_LAYERS.set({**added, source: new})
+            st.rerun()
+    if added:
+        for source in list(added):
+            c1, c2 = st.columns([4, 1])
+            c1.markdown(f"`{added[source].attrs.get('source_file', source)}`")
+            if c2.button("Remove", key=W.layer("remove", source)):
+                state.ADDED_LAYERS.set({k: v for k, v in added.items() if k != source})
+                st.rerun()

@@ -1,0 +1,105 @@
+"""Runs page: every run in the store — reopen one on the map, read its provenance, delete it."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import state, ui
+from app.aoi import AOI
+from app.run_view import task_label
+from app.runs import RunStore
+from app.state import W
+from inference.errors import TerraLensError
+
+settings = ui.load_settings_or_stop()
+st.title("Stored runs")
+st.caption(f"Run store: `{settings.runs_dir}` (a STAC catalog: every run is a folder of COGs "
+           "and an item.json).")
+
+store = None
+runs = []
+with ui.guard("Reading the run store"):
+    store = RunStore(settings.runs_dir)
+    runs = store.list_runs()
+
+if not runs:
+    st.info("No runs stored yet: search a scene and run TerraMind on it.")
+    ui.page_link("search", "Search scenes")
+    st.stop()
+
+
+def _aoi_km2(geometry: dict) -> float | None:
+    try:
+        return AOI(geometry).area_km2
+    except TerraLensError:
+        return None
+
+
+table = pd.DataFrame({
+    "Scene": [r.request.scene_id for r in runs],
+    "Acquired": [r.datetime.strftime("%Y-%m-%d") if r.datetime else "" for r in runs],
+    "AOI km²": [round(a, 2) if (a := _aoi_km2(r.request.aoi)) is not None else None
+                for r in runs],
+    "Task": [task_label(r.request.task) for r in runs],
+    "Model": [r.request.model for r in runs],
+    "Weights": [r.request.weights for r in runs],
+    "Layers": [", ".join(r.layer_names) for r in runs],
+    "Created (UTC)": [r.created.strftime("%Y-%m-%d %H:%M") for r in runs],
+    "Run id": [r.id for r in runs],
+})
+st.dataframe(table, hide_index=True, width="stretch")
+
+ids = [r.id for r in runs]
+by_id = {r.id: r for r in runs}
+current = state.RUN_ID.get()
+chosen_id = st.selectbox(
+    "Run", ids, index=ids.index(current) if current in ids else 0, key=W.RUNS_CHOICE,
+    format_func=lambda rid: by_id[rid].title,
+)
+run = by_id[chosen_id]
+if run.untrained:
+    st.warning(ui.UNTRAINED_WARNING, icon=":material/warning:")
+
+c1, c2, _ = st.columns([1, 1, 3])
+if c1.button("Open on the map", type="primary", key=W.RUNS_OPEN, icon=":material/map:"):
+    state.open_run(run.id)
+    ui.switch_to("layers", query_params={"run": run.id})
+if c2.button("Delete…", key=W.RUNS_DELETE, icon=":material/delete:"):
+    state.DELETE_PENDING.set(run.id)
+    st.rerun()
+
+pending = state.DELETE_PENDING.get()
+if pending and pending in by_id and store is not None:
+    st.warning(f"Delete run `{pending}` ({by_id[pending].title})? Its files are removed from "
+               "the store; this cannot be undone.")
+    y, n, _ = st.columns([1, 1, 3])
+    if y.button("Yes, delete", type="primary", key=W.RUNS_CONFIRM):
+        with ui.guard("Deleting the run"):
+            store.delete(pending)
+            state.DELETE_PENDING.clear()
+            if state.RUN_ID.get() == pending:
+                state.open_run(None)
+            st.toast(f"Deleted run {pending}")
+            st.rerun()
+    if n.button("Keep it", key=W.RUNS_KEEP):
+        state.DELETE_PENDING.clear()
+        st.rerun()
+
+st.subheader("Provenance")
+props = run.item.properties
+prov = run.provenance
+st.markdown("\n".join(
+    f"- **{label}** {value}" for label, value in [
+        ("Scene", f"`{run.request.scene_id}`"),
+        ("Task", task_label(run.request.task)),
+        ("Model", f"`{run.request.model}`"),
+        ("Weights", f"`{run.request.weights}`"),
+        ("Parameters", ", ".join(f"{k}={v}" for k, v in run.request.params_dict.items())),
+        ("Offset applied", prov.get("offset_applied", "n/a")),
+        ("terratorch", prov.get("terratorch_version", "n/a")),
+        ("Synthetic layers", "yes — generated, not measured" if run.synthetic else "no"),
+    ]
+))
+with st.expander("STAC Item properties (item.json)"):
+    st.json(props, expanded=False)

@@ -1,0 +1,70 @@
+"""The Docker image and compose file agree with the app's real entry point and port.
+
+No Docker engine runs on CI machines: these tests read the files; hadolint lints the Dockerfile
+in ``make lint``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+
+
+def _instruction(name: str) -> list[str]:
+    joined = DOCKERFILE.replace("\\\n", " ")
+    return [line.split(None, 1)[1] for line in joined.splitlines() if line.startswith(name + " ")]
+
+
+def test_entry_command_runs_the_real_streamlit_entry_point_on_all_interfaces() -> None:
+    cmd = json.loads(_instruction("CMD")[-1])
+    assert cmd[:3] == ["streamlit", "run", "app/main.py"]
+    assert (ROOT / cmd[2]).is_file()
+    assert "--server.address=0.0.0.0" in cmd
+    port = next(int(a.split("=")[1]) for a in cmd if a.startswith("--server.port="))
+    assert _instruction("EXPOSE") == [str(port)]
+
+
+def test_healthcheck_probes_streamlit_health_on_the_exposed_port() -> None:
+    (health,) = _instruction("HEALTHCHECK")
+    port = _instruction("EXPOSE")[0]
+    assert f"127.0.0.1:{port}/_stcore/health" in health
+
+
+def test_image_runs_as_non_root_python_312_and_copies_every_app_folder() -> None:
+    users = _instruction("USER")
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    assert all("python:3.12" in base for base in _instruction("FROM"))
+    copied = " ".join(_instruction("COPY"))
+    for folder in ("app", "inference", "pages", "assets", ".streamlit"):
+        assert (ROOT / folder).exists(), folder
+        assert re.search(rf"\s{re.escape(folder)}\s", copied + " "), folder
+
+
+def test_weights_build_argument_uses_the_cli_that_exists() -> None:
+    assert "terralens weights download" in DOCKERFILE
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["terralens"] == "app.cli:main"
+    from app.cli import build_parser
+
+    args = build_parser().parse_args(["weights", "download", "--spec", "tiny:LULC"])
+    assert args.spec == "tiny:LULC"
+
+
+def test_compose_uses_the_gpu_persists_runs_and_passes_the_key_as_a_secret() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))
+    service = compose["services"]["terralens"]
+    assert service["gpus"] == "all"
+    assert service["ports"] == [f"{_instruction('EXPOSE')[0]}:{_instruction('EXPOSE')[0]}"]
+    volumes = dict(v.split(":") for v in service["volumes"])
+    assert volumes["terralens-data"] == service["environment"]["TERRALENS_DATA_DIR"]
+    assert volumes["terralens-hf"] == service["environment"]["HF_HOME"]
+    assert "pc_subscription_key" in service["secrets"]
+    assert "PC_SDK_SUBSCRIPTION_KEY" not in service["environment"]
+    assert "PC_SDK_SUBSCRIPTION_KEY" not in DOCKERFILE.replace("PC_SDK_SUBSCRIPTION_KEY_FILE", "")

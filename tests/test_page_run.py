@@ -1,0 +1,157 @@
+"""AppTest of the Run page with a scene seeded in session state, running a real (tiny,
+untrained) TerraMind model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyproj import Transformer
+
+from app import model_cache
+from app.aoi import AOI
+from app.runs import RunStore
+from app.state import W
+from tests.fixtures.app_server import page_test
+from tests.fixtures.models import s2_window
+
+PAGE = "2_Run.py"
+
+
+def _scene(modality: str = "S2L2A") -> tuple[Any, AOI]:
+    da = s2_window(48, 40, seed=3)
+    da.attrs.update({"modality": modality, "units": "DN", "kind": "input", "synthetic": False,
+                     "scene_id": "S2A_TEST_SCENE", "datetime": "2022-06-15T10:00:31Z",
+                     "aoi_cloud_share": 0.125, "aoi_valid_share": 1.0})
+    w, s, e, n = da.rio.bounds()
+    to_ll = Transformer.from_crs(da.rio.crs, 4326, always_xy=True)
+    (lon0, lat0), (lon1, lat1) = to_ll.transform(w, s), to_ll.transform(e, n)
+    return da, AOI.from_bbox(lon0, lat0, lon1, lat1)
+
+
+def _seeded(modality: str = "S2L2A"):
+    scene, aoi = _scene(modality)
+    at = page_test(PAGE, timeout=180)
+    at.session_state["scene"] = scene
+    at.session_state["scene_items"] = ({"id": "S2A_TEST_SCENE", "collection": "sentinel-2-l2a",
+                                        "properties": {}},)
+    at.session_state["scene_aoi"] = aoi.to_json()
+    return at
+
+
+def test_without_a_scene_the_page_says_where_to_get_one(app_env: Path) -> None:
+    at = page_test(PAGE).run()
+    assert not at.exception
+    assert any("No scene loaded" in e.value for e in at.error)
+    assert not at.button
+
+
+def test_a_radar_scene_is_refused(app_env: Path) -> None:
+    at = _seeded("S1RTC").run()
+    assert not at.exception
+    assert any("Sentinel-2 L2A" in e.value for e in at.error)
+
+
+def test_parameters_estimate_and_untrained_warning(app_env: Path) -> None:
+    at = _seeded().run()
+    assert not at.exception and not at.error
+    assert any("outputs are noise" in w.value for w in at.warning)
+    assert at.selectbox(key=W.SIZE).value == "tiny"  # TERRALENS_MODEL_SIZE
+    estimate = next(i.value for i in at.info if "chip" in i.value)
+    assert "40 × 48 px" in estimate and "**1 chip**" in estimate
+    # Choosing no output is explained, not run.
+    at.multiselect(key=W.OUTPUTS).set_value([]).run()
+    assert any("at least one output" in i.value for i in at.info)
+    at.button(key=W.RUN).click().run()
+    assert any("Choose at least one output" in e.value for e in at.error)
+
+
+def test_missing_weights_tell_how_to_provide_them(
+    app_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    monkeypatch.setenv("TERRALENS_WEIGHTS", str(empty))
+    at = _seeded().run()
+    at.multiselect(key=W.OUTPUTS).set_value(["LULC"]).run()
+    at.button(key=W.RUN).click().run()
+    assert not at.exception
+    assert at.error, "a missing-weights error is shown"
+    assert any("terralens weights" in i.value for i in at.info)
+    assert at.session_state["run_id"] is None if "run_id" in at.session_state else True
+    assert not (app_env / "runs").exists() or not RunStore(app_env / "runs").list_runs()
+
+
+@pytest.mark.model
+def test_run_generates_stores_and_reuses(
+    app_env: Path, tiny_lulc_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[tuple[str, tuple[str, ...], int]] = []
+
+    def provide(size: str, outputs: tuple[str, ...], timesteps: int, *, settings: Any) -> Any:
+        built.append((size, outputs, timesteps))
+        return tiny_lulc_model  # the session's real tiny model (random init), built once
+
+    monkeypatch.setattr(model_cache, "generation_model", provide)
+    at = _seeded().run()
+    at.multiselect(key=W.OUTPUTS).set_value(["LULC"]).run()
+    at.button(key=W.RUN).click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert built == [("tiny", ("LULC",), 10)]
+    runs = RunStore(app_env / "runs").list_runs()
+    assert len(runs) == 1
+    assert at.session_state["run_id"] == runs[0].id
+    assert any("Finished" in s.value for s in at.success)
+    assert any("LULC" in m.value for m in at.markdown)
+    assert any("layers" in str(link.proto.page) for link in at.get("page_link"))
+    # The same request again is answered from the store without building a model.
+    at.button(key=W.RUN).click().run()
+    assert any("Answered from the run store" in s.value for s in at.success)
+    assert len(built) == 1
+    # A different seed is a different run.
+    at.number_input(key=W.SEED).set_value(7).run()
+    at.button(key=W.RUN).click().run()
+    assert len(RunStore(app_env / "runs").list_runs()) == 2
+
+
+def test_an_interrupted_run_is_reported(app_env: Path) -> None:
+    at = _seeded()
+    at.session_state["run_progress"] = (2, 9, "generating")
+    at.session_state["cancel_requested"] = True
+    at.run()
+    assert any("cancelled after 2 of 9" in w.value for w in at.warning)
+    at.run()
+    assert not any("cancelled" in w.value for w in at.warning)
+
+
+class _FakeModel:
+    def __init__(self, name: str) -> None:
+        self.registry_name = name
+        self.unloaded = False
+
+    def unload(self) -> None:
+        self.unloaded = True
+
+
+def test_model_cache_keeps_one_model_and_unloads_the_old_one(
+    app_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import inference.models
+
+    made: list[_FakeModel] = []
+
+    def load(size: str, outputs: Any, **kwargs: Any) -> _FakeModel:
+        made.append(_FakeModel(f"{size}:{','.join(outputs)}"))
+        return made[-1]
+
+    monkeypatch.setattr(inference.models, "load_generation_model", load)
+    from app.settings import load_settings
+
+    settings = load_settings()
+    provide = model_cache.model_provider(settings)
+    first = provide("tiny", ("LULC",), 10)
+    assert provide("tiny", ("LULC",), 10) is first and len(made) == 1
+    second = provide("base", ("LULC", "NDVI"), 10)
+    assert second is not first and first.unloaded and not second.unloaded
+    model_cache.clear_models()

@@ -1,0 +1,186 @@
+"""AppTest of the Search page: AOI input and validation, search against the real STAC API,
+the results table, scene selection and loading."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from app import search_view
+from app.aoi import AOI
+from app.catalog import SearchRequest, search_scenes
+from app.state import W
+from tests.fixtures.app_server import page_test
+from tests.fixtures.s2_scenes import SceneSet, utm_box_to_lonlat
+
+PAGE = "1_Search.py"
+#: A 1.8 km square inside tile A of the generated scenes (UTM 33N metres).
+AOI_A_UTM = (500_600.0, 4_983_600.0, 502_400.0, 4_985_400.0)
+START, END = dt.date(2021, 1, 1), dt.date(2023, 12, 31)
+
+
+@pytest.fixture
+def aoi_a() -> AOI:
+    return AOI.from_geojson(utm_box_to_lonlat(*AOI_A_UTM))
+
+
+def _errors(at) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def _search(at, *, start: dt.date = START, end: dt.date = END, cloud: int = 100):
+    at.date_input(key=W.START).set_value(start)
+    at.date_input(key=W.END).set_value(end)
+    at.slider(key=W.MAX_CLOUD).set_value(cloud)
+    return at.button(key="FormSubmitter:search_form-Search").click().run()
+
+
+def test_empty_page_asks_for_an_area(app_env: Path) -> None:
+    at = page_test(PAGE).run()
+    assert not at.exception
+    assert any("No area yet" in i.value for i in at.info)
+    # Searching without an AOI says what to do instead of failing.
+    at.button(key="FormSubmitter:search_form-Search").click().run()
+    assert any("area of interest first" in e for e in _errors(at))
+
+
+def test_typed_bbox_becomes_the_aoi_with_its_area(app_env: Path) -> None:
+    at = page_test(PAGE).run()
+    at.text_input(key=W.BBOX).input("15.0, 45.0, 15.03, 45.02")
+    at.button(key=W.USE_BBOX).click().run()
+    assert not at.exception and not _errors(at)
+    expected = AOI.from_bbox(15.0, 45.0, 15.03, 45.02).area_km2
+    [metric] = [m for m in at.metric if m.label == "AOI area"]
+    assert metric.value == f"{expected:,.2f} km²"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("10, 40, 12, 42", "more than the limit of 100.0 km²"),
+        ("15, 45, 15.1", "four numbers"),
+        ("15, 45, 14, 46", "antimeridian"),
+        ("a, b, c, d", "four numbers in degrees"),
+    ],
+)
+def test_bad_bbox_is_refused_with_a_clear_message(app_env: Path, text: str, message: str) -> None:
+    at = page_test(PAGE).run()
+    at.text_input(key=W.BBOX).input(text)
+    at.button(key=W.USE_BBOX).click().run()
+    assert not at.exception
+    assert any(message in e for e in _errors(at)), _errors(at)
+    assert not at.metric  # no AOI was set
+
+
+def test_pasted_geojson_becomes_the_aoi(app_env: Path, aoi_a: AOI) -> None:
+    at = page_test(PAGE).run()
+    at.text_area(key=W.PASTE).input(aoi_a.to_json())
+    at.button(key=W.USE_UPLOAD).click().run()
+    assert not at.exception and not _errors(at)
+    assert at.session_state["aoi"] == aoi_a.to_json()
+    at.text_area(key=W.PASTE).input('{"type": "Polygon"')
+    at.button(key=W.USE_UPLOAD).click().run()
+    assert any("not valid JSON" in e for e in _errors(at))
+
+
+def test_huge_seeded_aoi_shows_the_limit(app_env: Path) -> None:
+    at = page_test(PAGE)
+    at.session_state["aoi"] = AOI.from_bbox(10, 40, 12, 42).to_json()
+    at.run()
+    assert not at.exception
+    assert any("more than the limit" in e for e in _errors(at))
+
+
+def test_end_before_start_is_refused(app_env: Path, aoi_a: AOI) -> None:
+    at = page_test(PAGE)
+    at.session_state["aoi"] = aoi_a.to_json()
+    at.run()
+    _search(at, start=dt.date(2022, 6, 1), end=dt.date(2022, 5, 1))
+    assert not at.exception
+    assert any("is before start date" in e for e in _errors(at)), _errors(at)
+
+
+def test_unreachable_catalog_names_the_url(app_env: Path, aoi_a: AOI) -> None:
+    at = page_test(PAGE)
+    at.session_state["aoi"] = aoi_a.to_json()
+    at.run()
+    _search(at)
+    assert not at.exception
+    url = str(app_env) and __import__("os").environ["TERRALENS_STAC_URL"]
+    assert any(url in e for e in _errors(at)), _errors(at)
+    assert any("TERRALENS_STAC_URL" in i.value for i in at.info)
+
+
+@pytest.mark.integration
+def test_search_lists_the_catalog_scenes_and_loads_one(
+    app_env: Path, aoi_a: AOI, stac_api_url: str, s2_scene_set: SceneSet,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TERRALENS_STAC_URL", stac_api_url)
+    expected = search_scenes(
+        SearchRequest(aoi=aoi_a, start=START, end=END, max_cloud=100.0), stac_url=stac_api_url
+    )
+    assert len(expected) >= 3
+    at = page_test(PAGE)
+    at.session_state["aoi"] = aoi_a.to_json()
+    at.run()
+    _search(at)
+    assert not at.exception and not _errors(at)
+    table = at.dataframe[0].value
+    assert len(table) == len(expected)
+    assert list(table["Item id"]) == [s.id for s in expected]
+    assert list(table["AOI coverage %"]) == [round(s.aoi_coverage, 1) for s in expected]
+
+    # The cloud filter hides cloudy scenes without searching again.
+    at.slider(key=W.FILTER_CLOUD).set_value(10).run()
+    shown = at.dataframe[0].value
+    assert list(shown["Item id"]) == [
+        s.id for s in expected if s.cloud_cover is not None and s.cloud_cover <= 10
+    ]
+
+    # A selected scene (dataframe selection cannot be clicked in AppTest: seed it) can be loaded.
+    chosen = next(s for s in expected if s.id == "S2A_T33TWL_20220615_A")
+    at.session_state["selected_scene_id"] = chosen.id
+    at.run()
+    assert any(chosen.id in h.value for h in at.subheader)
+    assert at.image, "the catalog preview of the selected scene is shown"
+    at.button(key=W.LOAD).click().run()
+    assert not at.exception and not _errors(at)
+    scene = at.session_state["scene"]
+    assert scene.attrs["scene_id"].startswith(chosen.id)
+    cloud, _ = s2_scene_set.expected_shares(chosen.id, aoi_a.geometry)
+    text = "\n".join(m.value for m in at.markdown)
+    assert f"**AOI cloud share** {100 * cloud:.1f}%" in text or abs(
+        100 * scene.attrs["aoi_cloud_share"] - 100 * cloud) < 1.0
+    assert "1000 DN subtracted" in text
+    # The true-colour preview went onto the map state and a link leads to the Run page.
+    assert at.session_state["scene_preview"] is not None
+    assert any("run" in str(link.proto.page) for link in at.get("page_link"))
+
+
+@pytest.mark.integration
+def test_search_without_results_says_what_to_change(
+    app_env: Path, aoi_a: AOI, stac_api_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TERRALENS_STAC_URL", stac_api_url)
+    at = page_test(PAGE)
+    at.session_state["aoi"] = aoi_a.to_json()
+    at.run()
+    _search(at, start=dt.date(2019, 1, 1), end=dt.date(2019, 2, 1))
+    assert not at.exception
+    assert any("Widen the date range" in w.value for w in at.warning)
+    assert not at.dataframe
+
+
+def test_new_drawing_is_detected_once() -> None:
+    drawing = {"type": "Feature", "properties": {},
+               "geometry": {"type": "Polygon", "coordinates": [[[15, 45], [15.01, 45],
+                                                                [15.01, 45.01], [15, 45]]]}}
+    value = {"last_active_drawing": drawing}
+    first = search_view.new_drawing(value, None)
+    assert first is not None
+    assert search_view.new_drawing(value, first) is None
+    assert search_view.new_drawing({"last_active_drawing": None}, first) is None
+    assert search_view.aoi_from_map(value).area_km2 > 0

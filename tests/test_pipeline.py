@@ -1,0 +1,117 @@
+"""Scene → inference → run store, end to end on the real STAC API with a real (tiny) model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+
+from app.aoi import AOI
+from app.cli import main
+from app.pipeline import GenerationJob, Task, execute_generation, find_existing
+from app.runs import RunStore
+from app.settings import load_settings
+from inference.errors import InvalidRequestError, SceneError
+from inference.modalities import Modality
+from tests.fixtures.s2_scenes import SceneSet, utm_box_to_lonlat
+
+pytestmark = [pytest.mark.integration, pytest.mark.model]
+
+SCENE = "S2B_T33TWL_20211105_A"  # clear, baseline 03.01
+AOI_UTM = (500_600.0, 4_984_000.0, 502_200.0, 4_985_400.0)  # 160 x 140 px at 10 m
+
+
+@pytest.fixture()
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stac_api_url: str) -> Path:
+    monkeypatch.setenv("TERRALENS_STAC_URL", stac_api_url)
+    monkeypatch.setenv("TERRALENS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TERRALENS_WEIGHTS", "untrained")
+    monkeypatch.setenv("TERRALENS_DEVICE", "cpu")
+    return tmp_path
+
+
+def test_generation_is_stored_and_the_same_request_is_answered_from_the_store(
+    env: Path, s2_scene_set: SceneSet, tiny_lulc_model: Any
+) -> None:
+    settings = load_settings()
+    store = RunStore(settings.runs_dir)
+    aoi = AOI.from_geojson(utm_box_to_lonlat(*AOI_UTM))
+    job = GenerationJob(scene_items=(s2_scene_set.scenes[SCENE].item,), aoi=aoi,
+                        outputs=(Modality.LULC,), size="tiny", timesteps=1, seed=3)
+    calls: list[tuple[Any, ...]] = []
+
+    def provider(size: str, outputs: tuple[Modality, ...], timesteps: int) -> Any:
+        calls.append((size, outputs, timesteps))
+        return tiny_lulc_model
+
+    messages: list[str] = []
+    assert find_existing(job, settings=settings, store=store) is None
+    run = execute_generation(job, settings=settings, store=store, model_provider=provider,
+                             progress=lambda d, t, m: messages.append(m))
+    assert calls == [("tiny", (Modality.LULC,), 1)]
+    assert messages and "chip batch" in messages[-1]
+    assert {"LULC", "LULC_PROB"} <= set(run.layer_names)
+    lulc = run.load_layer("LULC")
+    scene = run.load_layer(run.input_name)
+    assert lulc.rio.crs == scene.rio.crs
+    assert lulc.rio.transform() == scene.rio.transform()
+    assert lulc.shape[1:] == scene.shape[1:] == (140, 160)
+    assert run.untrained and run.provenance["model"] == "terramind_v1_tiny_generate"
+    assert run.provenance["scene_id"] == SCENE and run.provenance["offset_applied"] == 0
+
+    again = execute_generation(job, settings=settings, store=store, model_provider=provider)
+    assert again.id == run.id and len(calls) == 1  # no model, no scene read the second time
+    other_seed = GenerationJob(**{**job.__dict__, "seed": 4})
+    assert find_existing(other_seed, settings=settings, store=store) is None
+
+
+def test_a_sentinel1_scene_cannot_feed_terramind_generation(
+    env: Path, s2_scene_set: SceneSet
+) -> None:
+    s1 = next(s for s in s2_scene_set.items if s["collection"] == "sentinel-1-rtc")
+    aoi = AOI.from_geojson(utm_box_to_lonlat(*AOI_UTM))
+    job = GenerationJob(scene_items=(s1,), aoi=aoi, size="tiny", timesteps=1)
+    settings = load_settings()
+    with pytest.raises(SceneError, match="Sentinel-2 L2A"):
+        execute_generation(job, settings=settings, store=RunStore(settings.runs_dir),
+                           model_provider=lambda *a: pytest.fail("model must not be built"))
+
+
+def test_job_validation_names_what_is_missing() -> None:
+    aoi = AOI.from_bbox(15.0, 45.0, 15.01, 45.01)
+    with pytest.raises(InvalidRequestError, match="No scene chosen"):
+        GenerationJob(scene_items=(), aoi=aoi)
+    with pytest.raises(InvalidRequestError, match="checkpoint"):
+        GenerationJob(scene_items=({"id": "x"},), aoi=aoi, task=Task.TIM)
+
+
+def test_cli_generate_writes_cogs_and_a_stac_item(
+    env: Path, capsys: pytest.CaptureFixture[str], s2_scene_set: SceneSet
+) -> None:
+    w, s, e, n = AOI.from_geojson(utm_box_to_lonlat(*AOI_UTM)).bbox
+    out = env / "cli-runs"
+    code = main(["generate", "--item", SCENE, "--bbox", f"{w},{s},{e},{n}", "--outputs", "LULC",
+                 "--model", "tiny", "--timesteps", "1", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    run_dir = Path(captured.out.strip())
+    assert run_dir.parent == out and (run_dir / "item.json").is_file()
+    with rasterio.open(run_dir / "LULC.tif") as src, rasterio.open(run_dir / "input.tif") as inp:
+        classes = src.read(1)
+        assert src.crs == inp.crs and src.crs.to_epsg() == 32633
+        assert src.transform == inp.transform and classes.shape == inp.shape
+    # The lon/lat bbox envelope of the UTM box: at least the box, at most a pixel more a side.
+    assert 140 <= classes.shape[0] <= 142 and 160 <= classes.shape[1] <= 162
+    assert np.isin(classes, np.arange(10)).all()
+
+
+def test_cli_generate_unknown_item_is_a_clear_error(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["generate", "--item", "NOPE", "--bbox", "15.0,45.0,15.01,45.01",
+                 "--outputs", "LULC", "--model", "tiny", "--out", str(env / "x")])
+    assert code == 1
+    assert "no item 'NOPE'" in capsys.readouterr().err
