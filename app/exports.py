@@ -129,6 +129,7 @@ def write_cog(da: xr.DataArray, path: str | Path) -> Path:
     _check_layer(da)
     path = Path(path)
     classes = _is_class_map(da)
+    nodata: float
     if classes:
         data = np.asarray(da.values).astype(np.uint8)
         dtype, nodata, resampling = "uint8", CLASS_NODATA, "NEAREST"

@@ -84,6 +84,12 @@ def init_prefs(run_id: str, layers: Sequence[DisplayLayer]) -> None:
     state.LAYER_ORDER.set(order)
 
 
+def row_key(name: str) -> str:
+    """Key of a layer's row in the panel (also its CSS class ``st-key-<key>``)."""
+    slug = "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
+    return f"layer-row-{slug}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+
+
 def move(name: str, delta: int) -> None:
     """Move a layer up (``+1``, towards the top) or down (``-1``) in the drawing order."""
     order = list(state.LAYER_ORDER.get())

@@ -210,6 +210,7 @@ def build_map(
     basemap: str | None = "OpenStreetMap",
     static_url: str = DEFAULT_STATIC_URL,
     height: str | int = "100%",
+    collapsed_layer_control: bool = True,
 ) -> folium.Map:
     """Build the TerraLens map (pure: no Streamlit, no network).
 
@@ -220,7 +221,8 @@ def build_map(
             footprint's tooltip (streamlit-folium returns it on click).
         overlays: ``(display layer, rendered PNG, opacity 0..1)``, bottom to top.
         draw: Add the draw control (rectangle and polygon only, no export button).
-        compare: Names of two overlays to compare with a swipe divider (left, right).
+        compare: Names of two overlays to compare with a swipe divider (left, right); the
+            other overlays start hidden (switchable in the layer control).
         center: ``(lat, lon)`` when there is nothing to fit the view to (or to force a view
             together with ``zoom``).
         zoom: Zoom level used with ``center``.
@@ -228,6 +230,7 @@ def build_map(
             ``None`` for no base map.
         static_url: Where the vendored assets are served (see :func:`static_url_for`).
         height: CSS height of the map.
+        collapsed_layer_control: Fold the layer control into an icon (it opens on hover).
 
     Returns:
         The map. Its view fits the AOI, else the overlays, else the footprints, unless both
@@ -301,6 +304,7 @@ def build_map(
             bounds=[list(rendered.bounds[0]), list(rendered.bounds[1])],
             opacity=float(opacity),
             name=layer.name,
+            show=compare is None or layer.name in compare,
             pixelated=True,
             interactive=False,
             **options,
@@ -341,7 +345,7 @@ def build_map(
         control.add_to(m)
 
     if overlays or basemap is not None or aoi_geometry is not None or footprint_geoms:
-        folium.LayerControl(position="topright", collapsed=False).add_to(m)
+        folium.LayerControl(position="topright", collapsed=collapsed_layer_control).add_to(m)
     if fit is not None and not forced_view:
         m.fit_bounds([[fit[1], fit[0]], [fit[3], fit[2]]])
     return m

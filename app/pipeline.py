@@ -17,7 +17,7 @@ from app.aoi import AOI
 from app.runs import Run, RunRequest, RunStore
 from app.scenes import load_scene
 from app.settings import Settings
-from inference.errors import InvalidRequestError, SceneError
+from inference.errors import CheckpointError, InvalidRequestError, SceneError
 from inference.modalities import Modality
 
 #: progress(done, total, message) as the pages and the CLI show it.
@@ -211,14 +211,20 @@ def _run_inference(
             return generate(model, scene, task, progress=_wrap_progress(progress, "generating"),
                             cancel=cancel)
     if job.task == Task.WATER:
-        from inference.tim import zero_shot_water
+        from inference.water import zero_shot_water
 
         model = model_provider(job.size, (Modality.LULC,), job.timesteps)
         with DEVICE_LOCK:
             return zero_shot_water(model, scene, seed=job.seed,
                                    progress=_wrap_progress(progress, "mapping water"),
                                    cancel=cancel)
-    from inference.tim import load_tim_checkpoint, segment
+    try:
+        from inference.tim import load_tim_checkpoint, segment
+    except ImportError as err:
+        raise CheckpointError(
+            "Fine-tuned TiM checkpoints are not supported by this TerraLens version yet; "
+            "use zero-shot water (no --checkpoint) instead."
+        ) from err
 
     tim_model = load_tim_checkpoint(str(job.checkpoint), device=job.extra.get("device", "auto"))
     with DEVICE_LOCK:

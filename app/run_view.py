@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.aoi import AOI
-from app.settings import Settings
 from inference.errors import InvalidRequestError, SceneError
 from inference.modalities import GENERATABLE, Modality
 
@@ -31,7 +30,7 @@ TASKS: tuple[TaskOption, ...] = (
                "Generate synthetic S1, LULC, NDVI or DEM layers from the Sentinel-2 window."),
     TaskOption("water", "Water (zero-shot TiM)",
                "Map water from TerraMind's generated land cover (class 1), with confidence.",
-               needs="inference.tim"),
+               needs="inference.water"),
     TaskOption("tim", "Fine-tuned TiM checkpoint",
                "Segment with a fine-tuned TerraMind TiM checkpoint (local path or hub repo id).",
                needs="inference.tim"),
@@ -134,14 +133,11 @@ def build_job(
     )
 
 
-def weights_advice(settings: Settings) -> str:
-    """What to do when weights are missing."""
-    return (
-        f"TERRALENS_WEIGHTS is {settings.weights!r}. Provide the weights: run "
-        "`terralens weights` on a machine with internet access and copy the folder here "
-        "(set TERRALENS_WEIGHTS to it), pre-fill the Hugging Face cache (HF_HOME), or set "
-        "TERRALENS_WEIGHTS=untrained for a demo whose outputs are noise."
-    )
+def weights_advice(size: str, outputs: Sequence[Modality]) -> str:
+    """How to fetch the weights of this model ahead of time (on a machine with internet)."""
+    spec = f"{size}:{','.join(m.value for m in outputs)}"
+    return (f"To fetch these weights ahead of time, run `terralens weights download --spec {spec}` "
+            "on a machine with internet access and copy its Hugging Face cache (HF_HOME) here.")
 
 
 def run_summary(run: Any) -> list[str]:

@@ -129,7 +129,7 @@ if run_clicked:
                 state.RUN_PROGRESS.clear()
                 cancel_slot.empty()
                 if isinstance(err, WeightsUnavailableError):
-                    st.info(view.weights_advice(settings))
+                    st.info(view.weights_advice(job.size, job.outputs))
                 elif isinstance(err, OutOfMemoryError):
                     st.info("Pick a smaller model, fewer outputs or a smaller AOI.")
                 elif isinstance(err, RunCancelledError):

@@ -61,7 +61,7 @@ with panel_col:
     order = state.LAYER_ORDER.get()
     for position, name in enumerate(reversed(order)):
         layer = by_name[name]
-        row = st.container(border=True)
+        row = st.container(border=True, key=view.row_key(name))
         c_check, c_up, c_down = row.columns([6, 1, 1], vertical_alignment="center")
         visible[name] = c_check.checkbox(name, value=visible.get(name, True),
                                          key=W.layer("visible", name))

@@ -78,8 +78,10 @@ def test_missing_weights_tell_how_to_provide_them(
     at.button(key=W.RUN).click().run()
     assert not at.exception
     assert at.error, "a missing-weights error is shown"
-    assert any("terralens weights" in i.value for i in at.info)
-    assert at.session_state["run_id"] is None if "run_id" in at.session_state else True
+    assert any("TerraMind weights not found" in e.value and str(empty) in e.value
+               for e in at.error)
+    assert any("terralens weights download --spec tiny:LULC" in i.value for i in at.info)
+    assert "run_id" not in at.session_state or at.session_state["run_id"] is None
     assert not (app_env / "runs").exists() or not RunStore(app_env / "runs").list_runs()
 
 

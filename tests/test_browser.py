@@ -1,0 +1,231 @@
+"""End to end in a real headless Chromium (Playwright driving Debian's /usr/bin/chromium)
+against ``streamlit run app/main.py`` on 127.0.0.1, with the real STAC API and a stored run.
+
+Screenshots go to ``test-artifacts/`` (gitignored) whether a test passes or fails; with
+``TERRALENS_UPDATE_SCREENSHOTS=1`` the README screenshots in ``docs/`` are rewritten too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+
+from app.layers import display_layers_for
+from app.layers_view import row_key
+from tests.fixtures.app_server import ARTIFACTS, REPO, run_streamlit
+from tests.fixtures.s2_scenes import SCENE_SPECS, SceneSet, _lonlat_polygon, tile_box
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update",
+]
+MAP_IFRAME = 'iframe[title="streamlit_folium.st_folium"]'
+#: Milliseconds to wait for an element (first page loads import heavy modules).
+WAIT_MS = 90_000
+DOCS = REPO / "docs"
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, stac_api_url: str, sample_run: tuple[Any, Any],
+) -> Iterator[dict[str, Any]]:
+    """A Streamlit server on the test catalog, with the sample run in its store."""
+    data_dir = tmp_path_factory.mktemp("browser-data")
+    _, run = sample_run
+    shutil.copytree(run.path, data_dir / "runs" / run.id)
+    env = {
+        "TERRALENS_STAC_URL": stac_api_url,
+        "TERRALENS_DATA_DIR": str(data_dir),
+        "TERRALENS_WEIGHTS": "untrained",
+        "TERRALENS_DEVICE": "cpu",
+        "TERRALENS_MODEL_SIZE": "tiny",
+        "HF_HUB_OFFLINE": "1",
+    }
+    with run_streamlit(env, data_dir / "server.log") as url:
+        yield {"url": url, "run": run, "data_dir": data_dir}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=WAIT_MS)  # expect() waits 5 s by default; first loads are slower
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1500, "height": 1100},
+                                  accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    yield page
+    context.close()
+
+
+@contextmanager
+def screenshots(page: Any, name: str) -> Iterator[None]:
+    """Save ``test-artifacts/<name>.png`` on success, ``<name>-FAILED.png`` on failure."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        page.screenshot(path=str(ARTIFACTS / f"{name}-FAILED.png"), full_page=True)
+        raise
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _update_docs(page: Any, name: str) -> None:
+    if os.environ.get("TERRALENS_UPDATE_SCREENSHOTS") == "1":
+        page.screenshot(path=str(DOCS / name), full_page=False)
+
+
+def _map(page: Any) -> Any:
+    return page.frame_locator(MAP_IFRAME).first
+
+
+def _wait_idle(page: Any) -> None:
+    """Wait until Streamlit has finished the current script run."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText"
+        ".includes('Running')"
+    )
+
+
+#: JS: the st_folium map exists and shows at least zoom ``arg``.
+_MAP_ZOOM_AT_LEAST = """(zoom) => {
+    const frame = document.querySelector('iframe[title="streamlit_folium.st_folium"]');
+    const map = frame && frame.contentWindow && frame.contentWindow.map_div;
+    return !!map && map.getZoom() >= zoom;
+}"""
+
+
+def _tile_centre(tile: str) -> tuple[float, float]:
+    w, s, e, n = _lonlat_polygon(tile_box(tile)).bounds
+    return (s + n) / 2, (w + e) / 2
+
+
+def _set_date(page: Any, label: str, value: str) -> None:
+    """Type ``YYYY-MM-DD`` into a Streamlit date input (segmented year/month/day fields)."""
+    year, month, day = value.split("-")
+    for part, text in (("year", year), ("month", month), ("day", day)):
+        field = page.get_by_role("spinbutton", name=f"{part}, {label}")
+        field.click()
+        page.keyboard.type(text)
+    page.keyboard.press("Tab")
+
+
+def test_search_draw_and_find_scenes(page: Any, server: dict[str, Any],
+                                     s2_scene_set: SceneSet) -> None:
+    from playwright.sync_api import expect
+
+    with screenshots(page, "search"):
+        page.goto(server["url"])
+        # (a) The Leaflet map renders offline, with the draw toolbar.
+        leaflet = _map(page).locator(".leaflet-container")
+        expect(leaflet).to_be_visible()
+        expect(_map(page).locator("a.leaflet-draw-draw-rectangle")).to_be_visible()
+
+        # Jump to the centre of tile A (typed coordinates), then draw a small rectangle there.
+        lat, lon = _tile_centre("A")
+        page.get_by_role("tab", name="Jump to").click()
+        page.get_by_label("Latitude").fill(f"{lat:.5f}")
+        page.get_by_label("Latitude").press("Enter")
+        page.get_by_label("Longitude").fill(f"{lon:.5f}")
+        page.get_by_label("Longitude").press("Enter")
+        _wait_idle(page)
+        page.get_by_role("button", name="Jump to", exact=True).click()
+        _wait_idle(page)
+        # The map pans to the typed place (streamlit-folium's map object is ``map_div``).
+        page.wait_for_function(_MAP_ZOOM_AT_LEAST, arg=12)
+
+        # (b) Drawing a rectangle with Leaflet.draw reaches Python: the AOI area appears.
+        _map(page).locator("a.leaflet-draw-draw-rectangle").click()
+        box = _map(page).locator(".leaflet-container").bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(cx - 30, cy - 25)
+        page.mouse.down()
+        page.mouse.move(cx + 30, cy + 25, steps=12)
+        page.mouse.up()
+        area = page.get_by_test_id("stMetricValue").first
+        expect(area).to_contain_text("km²")
+        km2 = float(re.sub(r"[^0-9.]", "", area.inner_text()))
+        assert 0.1 < km2 < 100, km2
+
+        # (c) Searching lists the scenes of the test catalog over that area.
+        _set_date(page, "Start", "2021-01-01")
+        _set_date(page, "End", "2023-12-31")
+        page.get_by_role("button", name="Search", exact=True).click()
+        expected = [s for s in SCENE_SPECS
+                    if s.tile == "A" and s.collection == "sentinel-2-l2a"
+                    and s.cloud_cover <= 30]
+        caption = page.get_by_text(re.compile(r"\d+ of \d+ scenes shown"))
+        expect(caption).to_contain_text(f"{len(expected)} of {len(expected)} scenes shown")
+        expect(page.get_by_test_id("stDataFrame")).to_be_visible()
+        # The footprints are on the map.
+        expect(_map(page).locator("path.leaflet-interactive")).not_to_have_count(0)
+        _update_docs(page, "screenshot-search.png")
+
+
+def test_layers_toggle_opacity_and_download(page: Any, server: dict[str, Any],
+                                            tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    run = server["run"]
+    with screenshots(page, "layers"):
+        # (d) A shared link opens the stored run with its overlays.
+        page.goto(f"{server['url']}/layers?run={run.id}")
+        overlays = _map(page).locator(".leaflet-image-layer")
+        names = [layer.name for layer in display_layers_for(run.load_layers())]
+        n_layers = len(names)
+        for name in names:
+            expect(page.get_by_test_id("stCheckbox").filter(has_text=name).first).to_be_visible()
+        expect(overlays).to_have_count(n_layers - 1)  # false colour starts hidden
+        _update_docs(page, "screenshot-layers.png")
+
+        # Toggle a layer off and on: the overlay count follows.
+        lulc = page.get_by_test_id("stCheckbox").filter(has_text="[G] LULC")
+        lulc.click()
+        expect(overlays).to_have_count(n_layers - 2)
+        lulc.click()
+        expect(overlays).to_have_count(n_layers - 1)
+
+        # Opacity: five steps (0.05) down on the NDVI slider, 0.85 → 0.6, reach the overlay.
+        faded = _map(page).locator('.leaflet-image-layer[style*="opacity: 0.6;"]')
+        expect(faded).to_have_count(0)
+        thumb = page.locator(f".st-key-{row_key('[G] NDVI')}").get_by_role("slider")
+        thumb.focus()
+        for _ in range(5):
+            thumb.press("ArrowLeft")
+        expect(faded).to_have_count(1)
+        expect(overlays).to_have_count(n_layers - 1)
+
+        # A GeoTIFF download reads back with rasterio to the stored values and grid.
+        page.get_by_role("tab", name="Downloads").click()
+        with page.expect_download() as info:
+            page.get_by_role("button", name="GeoTIFF: LULC", exact=True).click()
+        path = tmp_path / "lulc.tif"
+        info.value.save_as(path)
+        stored = run.load_layer("LULC")
+        with rasterio.open(path) as ds:
+            assert ds.crs == stored.rio.crs
+            assert ds.transform == stored.rio.transform()
+            np.testing.assert_array_equal(ds.read(), stored.values)
