@@ -10,7 +10,7 @@ of a multi-band output (``[G] S1GRD-VV``, ``[G] S1GRD-VH``), class maps (``[G] L
 transparent PNG with EPSG:4326 bounds for a Leaflet image overlay; :func:`legend` and
 :func:`legend_html` explain its colours in physical units (drawn by Streamlit, not on the map);
 :func:`sample_point` answers the pixel inspector; :func:`layer_statistics` summarises a layer.
-Maps themselves are built by :func:`app.maps.build_map` (re-exported here).
+Legends live in :mod:`app.legends` and maps in :mod:`app.maps`; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -79,7 +79,6 @@ S2_COMPOSITES: tuple[tuple[str, tuple[str, str, str]], ...] = (
     ("true colour", ("B04", "B03", "B02")),
     ("false colour", ("B08", "B04", "B03")),
 )
-#: Note shown with every synthetic layer.
 _WEB_MERCATOR = CRS.from_epsg(3857)
 _WGS84 = CRS.from_epsg(4326)
 
