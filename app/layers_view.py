@@ -239,3 +239,116 @@ def all_display_layers(run_layers_: Mapping[str, xr.DataArray],
         out.extend(replace(layer, name=f"{layer.name} · {label}")
                    for layer in display_layers_for({source: da}))
     return out
+
+
+# -- Vector downloads ------------------------------------------------------------------------------
+def vector_classes(da: xr.DataArray) -> list[tuple[int, str]]:
+    """(value, name) of the classes to vectorise in a prediction class map (not class 0,
+    which is background / "not water"); empty for layers that are not prediction class maps."""
+    from app.layers import class_names_of
+
+    if da.attrs.get("kind") != "prediction" or not np.issubdtype(da.dtype, np.integer):
+        return []
+    names = class_names_of(da)
+    if not names:
+        top = int(np.asarray(da.values)[np.asarray(da.values) != 255].max(initial=0))
+        names = ["background"] + [f"class {v}" for v in range(1, top + 1)]
+    return [(value, name) for value, name in enumerate(names) if value > 0]
+
+
+def polygons_bytes(da: xr.DataArray, fmt: str) -> bytes:
+    """The prediction's class polygons (EPSG:4326, ``area_km2`` per polygon) as ``"geojson"``
+    or ``"gpkg"`` bytes."""
+    import geopandas as gpd
+
+    from app.vectors import mask_to_polygons, to_geojson_bytes, to_geopackage_bytes
+
+    frames = [mask_to_polygons(da, value=value, name=name) for value, name in vector_classes(da)]
+    frame = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs="EPSG:4326")
+    if fmt == "geojson":
+        return to_geojson_bytes(frame)
+    return to_geopackage_bytes(frame, layer=str(da.attrs.get("modality", "polygons")).lower())
+
+
+# -- Added layers from a URL -----------------------------------------------------------------------
+#: GDAL options for reading a remote COG: bounded time-outs and retries, no directory listing.
+COG_URL_ENV = {
+    "GDAL_HTTP_TIMEOUT": 20,
+    "GDAL_HTTP_CONNECTTIMEOUT": 5,
+    "GDAL_HTTP_MAX_RETRY": 1,
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+}
+
+
+def read_cog_url(url: str, bbox: tuple[float, float, float, float]) -> xr.DataArray:
+    """Read the part of a remote (Cloud-Optimized) GeoTIFF that covers ``bbox``.
+
+    Only the window over the run's area is read (HTTP range requests when the server allows).
+
+    Args:
+        url: ``http(s)://`` URL of the GeoTIFF.
+        bbox: (west, south, east, north) in EPSG:4326 degrees, e.g. the run's AOI bounds.
+
+    Returns:
+        ``band``/``y``/``x`` with CRS, band names from the file's band descriptions, NaN for
+        nodata in float rasters, and the TerraLens attrs the file carries (if any).
+
+    Raises:
+        InvalidRequestError: not an http(s) URL, or the raster does not cover ``bbox``.
+        AssetAccessError: the URL cannot be read as a GeoTIFF.
+    """
+    import json
+    from urllib.parse import urlparse
+
+    import rasterio
+    import rioxarray  # noqa: F401
+    from rasterio.errors import RasterioIOError
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import from_bounds
+
+    from app.exports import ATTRS_TAG
+    from inference.errors import AssetAccessError, InvalidRequestError
+
+    if urlparse(url.strip()).scheme not in {"http", "https"} or not urlparse(url).netloc:
+        raise InvalidRequestError(f"the COG URL must start with http:// or https://, got {url!r}")
+    try:
+        with rasterio.Env(**COG_URL_ENV), rasterio.open(url.strip()) as ds:
+            if ds.crs is None:
+                raise InvalidRequestError(f"the GeoTIFF at {url!r} has no CRS; it cannot be placed")
+            west, south, east, north = transform_bounds("EPSG:4326", ds.crs, *bbox)
+            left, bottom, right, top = ds.bounds
+            if west >= right or east <= left or south >= top or north <= bottom:
+                raise InvalidRequestError(
+                    f"the GeoTIFF at {url!r} does not cover this run's area {bbox!r}"
+                )
+            window = from_bounds(max(west, left), max(south, bottom), min(east, right),
+                                 min(north, top), ds.transform).round_offsets().round_lengths()
+            window = window.intersection(rasterio.windows.Window(0, 0, ds.width, ds.height))
+            data = ds.read(window=window)
+            transform = ds.window_transform(window)
+            tags = ds.tags()
+            names = [d or str(i + 1) for i, d in enumerate(ds.descriptions)]
+            units = {u for u in ds.units if u}
+            nodata, crs = ds.nodata, ds.crs
+    except RasterioIOError as err:
+        raise AssetAccessError(
+            f"cannot read a GeoTIFF at {url!r} ({err}); check the URL and that the server is "
+            "reachable from the TerraLens server"
+        ) from err
+    if data.dtype != np.uint8:  # as read_layer: class maps stay uint8, the rest float32
+        values = data.astype(np.float32)
+        if nodata is not None and not np.isnan(nodata):
+            values[data == nodata] = np.nan
+    else:
+        values = data
+    height, width = values.shape[1:]
+    xs = transform.c + transform.a * (np.arange(width) + 0.5)
+    ys = transform.f + transform.e * (np.arange(height) + 0.5)
+    if ATTRS_TAG in tags:
+        attrs = json.loads(tags[ATTRS_TAG])
+    else:
+        attrs = {"units": units.pop() if len(units) == 1 else "", "kind": "input",
+                 "synthetic": False}
+    da = xr.DataArray(values, dims=("band", "y", "x"),
+                      coords={"band": names, "y": ys, "x": xs}, attrs=attrs)
+    return da.rio.write_crs(crs).rio.write_transform(transform)

@@ -45,7 +45,8 @@ def _module_exists(name: str) -> bool:
 
 
 def available_tasks() -> list[TaskOption]:
-    """The tasks this installation can run (TiM tasks need :mod:`inference.tim`)."""
+    """The tasks this installation can run (water needs :mod:`inference.water`, fine-tuned
+    checkpoints :mod:`inference.tim`)."""
     return [t for t in TASKS if t.needs is None or _module_exists(t.needs)]
 
 

@@ -187,6 +187,8 @@ class W:
     SNAPSHOT_LAYER = "w_snapshot_layer"
     ADD_UPLOAD = "w_add_upload"
     ADD_BUTTON = "w_add_button"
+    ADD_URL = "w_add_url"
+    ADD_URL_BUTTON = "w_add_url_button"
     RUNS_CHOICE = "w_runs_choice"
     RUNS_OPEN = "w_runs_open"
     RUNS_DELETE = "w_runs_delete"

@@ -56,8 +56,8 @@ tasks = view.available_tasks()
 task = st.radio("Task", [t.key for t in tasks], format_func=view.task_label, horizontal=True,
                 key=W.TASK, captions=[t.help for t in tasks])
 if len(tasks) < len(view.TASKS):
-    st.caption("Water mapping and fine-tuned TiM checkpoints appear here once the TiM module "
-               "(inference/tim.py) is installed.")
+    missing = ", ".join(t.label for t in view.TASKS if t not in tasks)
+    st.caption(f"Not available in this installation: {missing}.")
 c1, c2, c3 = st.columns(3)
 sizes = ["tiny", "small", "base", "large"]
 size = c1.selectbox("Model size", sizes, index=sizes.index(settings.model_size), key=W.SIZE,

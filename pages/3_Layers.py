@@ -8,6 +8,7 @@ from streamlit_folium import st_folium
 
 from app import layers_view as view
 from app import state, ui
+from app.aoi import AOI
 from app.exports import layer_to_cog_bytes, png_snapshot, read_layer, run_zip_bytes
 from app.layers import layer_statistics, legend, legend_html, sample_point
 from app.maps import build_map
@@ -50,12 +51,12 @@ source_of = {**layers, **added}
 key = view.run_cache_key(run)
 view.init_prefs(run.id, display)
 
-map_col, panel_col = st.columns([3, 1.3], gap="medium")
+map_col, panel_col = st.columns([3, 1.4], gap="medium")
 
 # -- Layers panel ----------------------------------------------------------------------------------
 with panel_col:
     st.subheader("Layers")
-    st.caption("Top of the list = drawn on top.")
+    st.caption("Tick to show · slider = opacity · top of the list is drawn on top.")
     visible = dict(state.LAYER_VISIBLE.get())
     opacity = dict(state.LAYER_OPACITY.get())
     order = state.LAYER_ORDER.get()
@@ -65,13 +66,16 @@ with panel_col:
         c_check, c_up, c_down = row.columns([6, 1, 1], vertical_alignment="center")
         visible[name] = c_check.checkbox(name, value=visible.get(name, True),
                                          key=W.layer("visible", name))
-        c_up.button("↑", key=W.layer("up", name), help="Move up", disabled=position == 0,
+        c_up.button("", icon=":material/arrow_upward:", key=W.layer("up", name),
+                    help=f"Move {name} up", disabled=position == 0, type="tertiary",
                     on_click=view.move, args=(name, 1))
-        c_down.button("↓", key=W.layer("down", name), help="Move down",
-                      disabled=position == len(order) - 1, on_click=view.move, args=(name, -1))
+        c_down.button("", icon=":material/arrow_downward:", key=W.layer("down", name),
+                      help=f"Move {name} down", disabled=position == len(order) - 1,
+                      type="tertiary", on_click=view.move, args=(name, -1))
         if visible[name]:
-            opacity[name] = row.slider("Opacity", 0.0, 1.0, float(opacity.get(name, 1.0)), 0.05,
-                                       key=W.layer("opacity", name))
+            opacity[name] = row.slider(f"Opacity of {name}", 0.0, 1.0,
+                                       float(opacity.get(name, 1.0)), 0.05,
+                                       key=W.layer("opacity", name), label_visibility="collapsed")
     state.LAYER_VISIBLE.set(visible)
     state.LAYER_OPACITY.set(opacity)
     st.selectbox("Bring to top", [view.NO_CHOICE, *reversed(order)], key=W.BRING_TO_TOP,
@@ -152,6 +156,20 @@ with download_tab:
             file_name=f"{run.id}_{source}.tif", mime="image/tiff", on_click="ignore",
             key=W.layer("download", source), icon=":material/download:",
         )
+    for source, da in source_of.items():
+        if not view.vector_classes(da):
+            continue
+        v1, v2 = st.columns(2)
+        v1.download_button(
+            f"Polygons (GeoJSON): {source}", data=lambda da=da: view.polygons_bytes(da, "geojson"),
+            file_name=f"{run.id}_{source}.geojson", mime="application/geo+json",
+            on_click="ignore", key=W.layer("geojson", source), icon=":material/polyline:",
+        )
+        v2.download_button(
+            f"Polygons (GeoPackage): {source}", data=lambda da=da: view.polygons_bytes(da, "gpkg"),
+            file_name=f"{run.id}_{source}.gpkg", mime="application/geopackage+sqlite3",
+            on_click="ignore", key=W.layer("gpkg", source), icon=":material/polyline:",
+        )
     st.download_button("Whole run (zip: COGs + STAC Item + README)",
                        data=lambda: run_zip_bytes(run), file_name=f"terralens-run-{run.id}.zip",
                        mime="application/zip", on_click="ignore", key=W.DOWNLOAD_ZIP,
@@ -180,6 +198,15 @@ with add_tab:
             source = view.added_source_name(upload.name, data)
             new = view.prepare_added(read_layer(data), upload.name)
             state.ADDED_LAYERS.set({**added, source: new})
+            st.rerun()
+    url = st.text_input("…or the URL of a Cloud-Optimized GeoTIFF", key=W.ADD_URL,
+                        placeholder="https://example.org/data/dem.tif")
+    if url and st.button("Add from URL", key=W.ADD_URL_BUTTON):
+        with ui.guard("Reading the GeoTIFF URL"), st.spinner("Reading the window over the run…"):
+            raw = view.read_cog_url(url, AOI(run.request.aoi).bbox)
+            name = url.rstrip("/").rsplit("/", 1)[-1] or "remote.tif"
+            source = view.added_source_name(name, url.encode())
+            state.ADDED_LAYERS.set({**added, source: view.prepare_added(raw, name)})
             st.rerun()
     if added:
         for source in list(added):

@@ -163,3 +163,48 @@ def test_added_geotiff_is_styled_like_run_layers(app_run: Any, sample_layers: An
     total = len(at.checkbox) - 1  # false colour hidden
     assert image_overlay_count(map_scripts(at)[0]) == total
     assert np.isfinite(prepared.values).any()
+
+
+def test_water_polygons_download_matches_the_mask(app_run: Any, sample_layers: Any) -> None:
+    import io
+
+    import geopandas as gpd
+
+    at = _open(app_run.id)
+    labels = {b.proto.label for b in at.get("download_button")}
+    assert "Polygons (GeoJSON): WATER" in labels and "Polygons (GeoPackage): WATER" in labels
+    assert not any(label.endswith(": LULC") and "Polygons" in label for label in labels)
+    water = sample_layers.layers["WATER"]
+    frame = gpd.read_file(io.BytesIO(layers_view.polygons_bytes(water, "geojson")))
+    assert frame.crs.to_epsg() == 4326
+    mask_km2 = int((water.values == 1).sum()) * 1e-4  # 10 m pixels
+    assert frame["area_km2"].sum() == pytest.approx(mask_km2, rel=1e-6)
+    gpkg = gpd.read_file(io.BytesIO(layers_view.polygons_bytes(water, "gpkg")))
+    assert len(gpkg) == len(frame)
+
+
+def test_a_cog_url_is_added_for_the_run_area(app_run: Any, sample_layers: Any) -> None:
+    from tests.fixtures.stac_api import local_http_server
+
+    ndvi = sample_layers.layers["NDVI"].copy()
+    ndvi.attrs = {"units": ""}  # a foreign file: no TerraLens attrs
+    payload = layer_to_cog_bytes(ndvi)
+
+    def serve(method: str, path: str, query: str, body: bytes) -> tuple[int, str, bytes]:
+        if path == "/data/ndvi_2022.tif":
+            return 200, "image/tiff", payload
+        return 404, "text/plain", b"not found"
+
+    with local_http_server(serve) as base:
+        at = _open(app_run.id)
+        at.text_input(key=W.ADD_URL).input(f"{base}/data/ndvi_2022.tif").run()
+        at.button(key=W.ADD_URL_BUTTON).click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert "Input NDVI · ndvi_2022.tif" in [c.label for c in at.checkbox]
+        [added] = at.session_state["added_layers"].values()
+        np.testing.assert_allclose(added.values, ndvi.values, equal_nan=True)
+        assert added.rio.crs == ndvi.rio.crs
+
+        at.text_input(key=W.ADD_URL).input(f"{base}/missing.tif").run()
+        at.button(key=W.ADD_URL_BUTTON).click().run()
+        assert any("missing.tif" in e.value and "check the URL" in e.value for e in at.error)

@@ -117,6 +117,22 @@ def test_run_generates_stores_and_reuses(
     assert len(RunStore(app_env / "runs").list_runs()) == 2
 
 
+@pytest.mark.model
+def test_zero_shot_water_stores_prediction_and_its_lulc(
+    app_env: Path, tiny_lulc_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(model_cache, "generation_model",
+                        lambda size, outputs, timesteps, *, settings: tiny_lulc_model)
+    at = _seeded().run()
+    at.radio(key=W.TASK).set_value("water").run()
+    assert not at.multiselect, "water needs no output choice"
+    at.button(key=W.RUN).click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    [run] = RunStore(app_env / "runs").list_runs()
+    assert run.request.task == "water"
+    assert {"WATER", "LULC"} <= set(run.layer_names)
+
+
 def test_an_interrupted_run_is_reported(app_env: Path) -> None:
     at = _seeded()
     at.session_state["run_progress"] = (2, 9, "generating")
