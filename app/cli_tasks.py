@@ -70,8 +70,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    """``terralens segment``: zero-shot water (TiM through generated LULC)."""
-    return _run_task(args, Task.WATER, (Modality.LULC,))
+    """``terralens segment``: zero-shot water, or a fine-tuned TiM checkpoint."""
+    task = Task.TIM if args.checkpoint else Task.WATER
+    return _run_task(args, task, (Modality.LULC,))
 
 
 def _common_scene_args(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +102,9 @@ def add_generate(subparsers: Any) -> None:
 def add_segment(subparsers: Any) -> None:
     """Register ``terralens segment``."""
     parser = subparsers.add_parser(
-        "segment", help="water map, zero-shot through TerraMind's generated land cover")
+        "segment", help="water map (zero-shot) or a fine-tuned TiM checkpoint's classes")
     _common_scene_args(parser)
+    parser.add_argument("--checkpoint", default=None, metavar="PATH_OR_REPO",
+                        help="terratorch TiM checkpoint (file, folder or hub repo id); "
+                             "without it: zero-shot water")
     parser.set_defaults(func=cmd_segment)

@@ -143,6 +143,20 @@ def inspector_frame(values: Mapping[str, tuple[float | str | None, str]]) -> pd.
     })
 
 
+def inspect(run_layers_: Mapping[str, xr.DataArray], added: Mapping[str, xr.DataArray],
+            lon: float, lat: float) -> dict[str, tuple[float | str | None, str]]:
+    """Values of every layer at (lon, lat): the run's, then the added ones (labelled with their
+    file or scene name, as in the layers panel)."""
+    from app.layers import sample_point
+
+    values = dict(sample_point(run_layers_, lon, lat))
+    for source, da in added.items():
+        label = Path(str(da.attrs.get("source_file", source))).name
+        for name, value in sample_point({source: da}, lon, lat).items():
+            values[f"{name} · {label}"] = value
+    return values
+
+
 def class_table(stats: Mapping[str, Any]) -> pd.DataFrame:
     """LULC / prediction class areas: class, km², % of valid pixels (classes present only)."""
     rows = [c for c in stats.get("classes", []) if c["pixels"] > 0]
@@ -261,7 +275,7 @@ def polygons_bytes(da: xr.DataArray, fmt: str) -> bytes:
     or ``"gpkg"`` bytes."""
     import geopandas as gpd
 
-    from app.vectors import mask_to_polygons, to_geojson_bytes, to_geopackage_bytes
+    from inference.vectors import mask_to_polygons, to_geojson_bytes, to_geopackage_bytes
 
     frames = [mask_to_polygons(da, value=value, name=name) for value, name in vector_classes(da)]
     frame = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs="EPSG:4326")
@@ -352,3 +366,42 @@ def read_cog_url(url: str, bbox: tuple[float, float, float, float]) -> xr.DataAr
     da = xr.DataArray(values, dims=("band", "y", "x"),
                       coords={"band": names, "y": ys, "x": xs}, attrs=attrs)
     return da.rio.write_crs(crs).rio.write_transform(transform)
+
+
+# -- Added layers from the catalog -----------------------------------------------------------------
+def catalog_candidates(run: Any, collection: str, days: int, *, stac_url: str,
+                       timeout_s: float) -> list[Any]:
+    """Scenes of ``collection`` over the run's AOI within ``days`` of the run's scene date.
+
+    Raises:
+        CatalogError: the catalog cannot be searched.
+        InvalidRequestError: a bad collection or window.
+    """
+    import datetime as dt
+
+    from app.aoi import AOI
+    from app.catalog import Collection, SearchRequest, search_scenes
+
+    when = run.datetime or run.created
+    day = when.date() if isinstance(when, dt.datetime) else dt.datetime.now(dt.UTC).date()
+    request = SearchRequest(aoi=AOI(run.request.aoi), start=day - dt.timedelta(days=int(days)),
+                            end=day + dt.timedelta(days=int(days)),
+                            collection=Collection(collection),
+                            max_cloud=100.0, limit=50)
+    found = search_scenes(request, stac_url=stac_url, timeout_s=timeout_s)
+    return [s for s in found if s.aoi_coverage > 0]
+
+
+def load_catalog_layer(scene: Any, run: Any, *, stac_url: str, timeout_s: float
+                       ) -> tuple[str, xr.DataArray]:
+    """Read ``scene`` (a search hit) over the run's AOI as an added layer: (source, array).
+
+    Raises:
+        SceneError, AssetAccessError: the scene cannot be read over the AOI.
+    """
+    from app.aoi import AOI
+    from app.scenes import load_scene
+
+    da = load_scene([scene.item], AOI(run.request.aoi), stac_url=stac_url, timeout_s=timeout_s)
+    source = added_source_name(scene.id, scene.id.encode())
+    return source, prepare_added(da, scene.id)

@@ -87,6 +87,7 @@ def model_provider(settings: Settings) -> Callable[..., GenerationModel]:
 def clear_models() -> None:
     """Drop every cached model (tests, or after a configuration change)."""
     _generation_model.clear()
+    _geolocation_model.clear()
 
 
 @contextmanager
@@ -116,3 +117,21 @@ def device_slot(
         yield
     finally:
         DEVICE_LOCK.release()
+
+
+@st.cache_resource(max_entries=1, show_spinner=False, on_release=_release)
+def _geolocation_model(size: str, weights: str, device: str) -> Any:
+    from inference.geolocate import load_geolocation_model
+
+    logger.info("loading TerraMind %s for geolocation (weights %s, %s)", size, weights, device)
+    return load_geolocation_model(size, weights=weights, device=device)
+
+
+def geolocation_model(size: str, *, settings: Settings) -> Any:
+    """The cached coordinate-generation model (S2L2A and LULC conditions) of this size.
+
+    Raises:
+        WeightsUnavailableError: weights are missing (the message says how to provide them).
+        OutOfMemoryError: the model does not fit on the device.
+    """
+    return _geolocation_model(str(size), settings.weights, settings.device)

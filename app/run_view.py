@@ -67,8 +67,8 @@ def output_choices() -> list[str]:
     return [m.value for m in GENERATABLE]
 
 
-def check_scene(scene: Any) -> None:
-    """Raise when the loaded scene cannot feed TerraMind.
+def check_scene(scene: Any) -> Any:
+    """The loaded scene, checked that it can feed TerraMind (returned as given).
 
     Raises:
         SceneError: no scene, or not Sentinel-2 L2A.
@@ -82,6 +82,7 @@ def check_scene(scene: Any) -> None:
             f"TerraMind runs on Sentinel-2 L2A here, but the loaded scene is {modality!r}: "
             "search Sentinel-2 L2A and load one of its scenes."
         )
+    return scene
 
 
 def estimate_text(scene: Any, task: str, outputs: tuple[Modality, ...], *, timesteps: int,

@@ -133,6 +133,9 @@ LAYERS_RUN_ID: Key[str | None] = Key(
 ADDED_LAYERS: Key[dict[str, xr.DataArray]] = Key(
     "added_layers", dict, "layers the analyst added (uploaded GeoTIFFs), by display name"
 )
+ADD_CANDIDATES: Key[list[Any] | None] = Key(
+    "add_candidates", _none, "catalog scenes found over the open run's area (Add data)"
+)
 INSPECT_POINT: Key[tuple[float, float] | None] = Key(
     "inspect_point", _none, "(lat, lon) last clicked on the Layers map"
 )
@@ -141,7 +144,10 @@ INSPECT_POINT: Key[tuple[float, float] | None] = Key(
 DELETE_PENDING: Key[str | None] = Key("delete_pending", _none, "run id awaiting confirmation")
 
 # -- Geolocate page -----------------------------------------------------------------------------
-GEOLOCATE_RESULT: Key[Any] = Key("geolocate_result", _none, "the last geolocation result")
+GEOLOCATE_RESULT: Key[Any] = Key(
+    "geolocate_result", _none,
+    "(GeolocationResult, summary dict, true (lon, lat) or None) of the last sampling",
+)
 
 
 # -- Widget keys (values managed by Streamlit) ---------------------------------------------------
@@ -189,6 +195,11 @@ class W:
     ADD_BUTTON = "w_add_button"
     ADD_URL = "w_add_url"
     ADD_URL_BUTTON = "w_add_url_button"
+    ADD_COLLECTION = "w_add_collection"
+    ADD_DAYS = "w_add_days"
+    ADD_FIND = "w_add_find"
+    ADD_SCENE = "w_add_scene"
+    ADD_SCENE_BUTTON = "w_add_scene_button"
     RUNS_CHOICE = "w_runs_choice"
     RUNS_OPEN = "w_runs_open"
     RUNS_DELETE = "w_runs_delete"
@@ -199,6 +210,11 @@ class W:
     GEO_TEMPERATURE = "w_geo_temperature"
     GEO_TOP_P = "w_geo_top_p"
     GEO_SEED = "w_geo_seed"
+    GEO_SIZE = "w_geo_size"
+    GEO_RUN = "w_geo_run"
+    GEO_MAP = "w_geo_map"
+    GEO_GEOJSON = "w_geo_geojson"
+    GEO_CSV = "w_geo_csv"
 
     @staticmethod
     def layer(kind: str, name: str) -> str:

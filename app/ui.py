@@ -139,7 +139,7 @@ def weights_label(settings: Settings) -> str:
 
 
 @st.cache_resource(show_spinner=False)
-def _device_name(requested: str) -> str:
+def device_name(requested: str) -> str:
     """The device a model would run on (imports torch once per process)."""
     from inference.models import resolve_device
 
@@ -174,7 +174,7 @@ def sidebar(settings: Settings) -> None:
             st.warning(label, icon=":material/warning:")
         else:
             st.markdown(label)
-        device = "cpu" if settings.device == "cpu" else _device_name(settings.device)
+        device = "cpu" if settings.device == "cpu" else device_name(settings.device)
         st.markdown(f"**Device** `{device}` (asked: `{settings.device}`)")
         memory = gpu_memory_text(device)
         if memory:

@@ -222,10 +222,10 @@ def class_area_stats(
             any, else none.
 
     Returns:
-        One dict per class (``class`` = index, ``name``, ``pixels``, ``area_km2``, ``percent``), every
-        class listed even when absent; then a ``"No data"`` row when ``nodata`` pixels exist,
-        and a row per value outside the class list (named ``"class <v>"``). The areas sum to
-        the raster's area and the percents to 100.
+        One dict per class (``class`` = index, ``name``, ``pixels``, ``area_km2``,
+        ``percent``), every class listed even when absent; then a ``"No data"`` row when
+        ``nodata`` pixels exist, and a row per value outside the class list (named
+        ``"class <v>"``). The areas sum to the raster's area and the percents to 100.
 
     Raises:
         InvalidRequestError: not a single-band integer map with a CRS, or no class names.

@@ -95,29 +95,3 @@ def zero_shot_water(
                           overlap=overlap, batch_size=batch_size)
     generated = generate(model, s2, task, progress=progress, cancel=cancel)
     return generated | water_from_lulc(generated[Modality.LULC.value], generated[LULC_PROB])
-
-
-def class_areas(classes: xr.DataArray, class_names: list[str], *,
-                nodata: int | None = WATER_NODATA) -> list[dict[str, Any]]:
-    """Area per class: pixels, km² and % of the valid AOI pixels.
-
-    Args:
-        classes: ``[1, y, x]`` class map with a transform (pixel size in metres).
-        class_names: Names by class index.
-        nodata: Value that is not counted.
-
-    Returns:
-        One record per class: ``{"class", "name", "pixels", "area_km2", "percent"}``.
-    """
-    transform = classes.rio.transform()
-    pixel_km2 = abs(transform.a * transform.e - transform.b * transform.d) / 1e6
-    values = np.asarray(classes.values[0])
-    valid = values != nodata if nodata is not None else np.ones(values.shape, bool)
-    total = int(valid.sum())
-    records = []
-    for index, name in enumerate(class_names):
-        pixels = int((values[valid] == index).sum())
-        records.append({"class": index, "name": name, "pixels": pixels,
-                        "area_km2": pixels * pixel_km2,
-                        "percent": 100.0 * pixels / total if total else 0.0})
-    return records

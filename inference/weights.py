@@ -165,7 +165,7 @@ def required_weight_files(
     return files
 
 
-def _hub_reachable() -> bool:
+def hub_reachable() -> bool:
     """Whether a TCP connection to the hub endpoint opens within a few seconds."""
     from huggingface_hub import constants
 
@@ -180,6 +180,10 @@ def _hub_reachable() -> bool:
             return True
     except OSError:
         return False
+
+
+#: Older private name, kept for callers that imported it.
+_hub_reachable = hub_reachable
 
 
 def _how_to_provide(files: list[WeightFile], weights: str) -> str:
@@ -228,7 +232,7 @@ def resolve_weight_files(files: list[WeightFile], weights: str) -> dict[str, Pat
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-        offline = not _hub_reachable()
+        offline = not hub_reachable()
         for f in files:
             try:
                 path = hf_hub_download(f.repo_id, f.filename, local_files_only=offline)

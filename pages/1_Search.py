@@ -117,7 +117,7 @@ if submitted:
             try:
                 request = SearchRequest(
                     aoi=aoi.validate(settings.max_aoi_km2), start=start, end=end,
-                    collection=collection, max_cloud=float(max_cloud), limit=int(limit),
+                    collection=Collection(collection), max_cloud=float(max_cloud), limit=int(limit),
                 )
                 with st.spinner(f"Searching {settings.stac_url} …"):
                     found = search_scenes(request, stac_url=settings.stac_url,
@@ -133,9 +133,8 @@ if submitted:
 
 # -- Results ---------------------------------------------------------------------------------------
 if results is not None:
-    request = state.SEARCH_REQUEST.get()
     if not results:
-        st.warning(view.no_results_text(request))
+        st.warning(view.no_results_text(state.SEARCH_REQUEST.get()))
     else:
         f1, f2 = st.columns(2)
         cloud_cap = f1.slider("Show scenes with cloud ≤ %", 0, 100, 100, key=W.FILTER_CLOUD)
@@ -174,10 +173,10 @@ if selected is not None and aoi is not None:
     with thumb_col:
         view.show_thumbnail(selected.thumbnail_href)
 
-scene = state.SCENE.get()
-if scene is not None:
+loaded = state.SCENE.get()
+if loaded is not None:
     st.subheader("Loaded scene")
     if state.SCENE_AOI_JSON.get() != state.AOI_JSON.get():
         st.warning("The area changed since this scene was loaded: load it again for the new AOI.")
-    st.markdown(view.loaded_scene_markdown(scene))
+    st.markdown(view.loaded_scene_markdown(loaded))
     ui.page_link("run", "Continue: run TerraMind on this scene →")

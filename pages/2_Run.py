@@ -33,9 +33,8 @@ if leftover is not None:
                    "or a control changed while it ran); nothing was stored. Run it again.")
 state.CANCEL_REQUESTED.set(False)
 
-scene = state.SCENE.get()
 try:
-    view.check_scene(scene)
+    scene = view.check_scene(state.SCENE.get())
 except TerraLensError as err:
     st.error(str(err))
     ui.page_link("search", "Go to Search")
@@ -77,7 +76,7 @@ elif task == "tim":
                                key=W.CHECKPOINT,
                                placeholder="ibm-esa-geospatial/TerraMind-base-Flood")
 
-device = "cpu" if settings.device == "cpu" else ui._device_name(settings.device)
+device = "cpu" if settings.device == "cpu" else ui.device_name(settings.device)
 if task == "generation" and not outputs:
     st.info("Choose at least one output.")
 else:
@@ -87,7 +86,7 @@ else:
                 icon=":material/timer:")
 
 # -- Run -------------------------------------------------------------------------------------------
-b1, b2, _ = st.columns([1, 1, 4])
+b1, b2, _spacer = st.columns([1, 1, 4])
 run_clicked = b1.button("Run", type="primary", key=W.RUN, icon=":material/play_arrow:")
 cancel_slot = b2.empty()
 status = st.container()

@@ -3,6 +3,8 @@ statistics, downloads and added data. ``?run=<id>`` in the URL opens that run.""
 
 from __future__ import annotations
 
+from functools import partial
+
 import streamlit as st
 from streamlit_folium import st_folium
 
@@ -10,7 +12,7 @@ from app import layers_view as view
 from app import state, ui
 from app.aoi import AOI
 from app.exports import layer_to_cog_bytes, png_snapshot, read_layer, run_zip_bytes
-from app.layers import layer_statistics, legend, legend_html, sample_point
+from app.layers import layer_statistics, legend, legend_html
 from app.maps import build_map
 from app.runs import RunStore
 from app.search_view import static_url
@@ -126,7 +128,7 @@ with inspect_tab:
         lat, lon = point
         st.markdown(f"**Point** {lat:.5f}, {lon:.5f} (lat, lon)")
         with ui.guard("Inspecting the pixel"):
-            st.dataframe(view.inspector_frame(sample_point(source_of, lon, lat)),
+            st.dataframe(view.inspector_frame(view.inspect(layers, added, lon, lat)),
                          hide_index=True, width="stretch")
 
 with stats_tab:
@@ -152,7 +154,7 @@ with download_tab:
                "provenance tags.")
     for source, da in source_of.items():
         st.download_button(
-            f"GeoTIFF: {source}", data=lambda da=da: layer_to_cog_bytes(da),
+            f"GeoTIFF: {source}", data=partial(layer_to_cog_bytes, da),
             file_name=f"{run.id}_{source}.tif", mime="image/tiff", on_click="ignore",
             key=W.layer("download", source), icon=":material/download:",
         )
@@ -161,17 +163,17 @@ with download_tab:
             continue
         v1, v2 = st.columns(2)
         v1.download_button(
-            f"Polygons (GeoJSON): {source}", data=lambda da=da: view.polygons_bytes(da, "geojson"),
+            f"Polygons (GeoJSON): {source}", data=partial(view.polygons_bytes, da, "geojson"),
             file_name=f"{run.id}_{source}.geojson", mime="application/geo+json",
             on_click="ignore", key=W.layer("geojson", source), icon=":material/polyline:",
         )
         v2.download_button(
-            f"Polygons (GeoPackage): {source}", data=lambda da=da: view.polygons_bytes(da, "gpkg"),
+            f"Polygons (GeoPackage): {source}", data=partial(view.polygons_bytes, da, "gpkg"),
             file_name=f"{run.id}_{source}.gpkg", mime="application/geopackage+sqlite3",
             on_click="ignore", key=W.layer("gpkg", source), icon=":material/polyline:",
         )
     st.download_button("Whole run (zip: COGs + STAC Item + README)",
-                       data=lambda: run_zip_bytes(run), file_name=f"terralens-run-{run.id}.zip",
+                       data=partial(run_zip_bytes, run), file_name=f"terralens-run-{run.id}.zip",
                        mime="application/zip", on_click="ignore", key=W.DOWNLOAD_ZIP,
                        icon=":material/folder_zip:")
     shown = view.overlay_names(compare)
@@ -208,6 +210,29 @@ with add_tab:
             source = view.added_source_name(name, url.encode())
             state.ADDED_LAYERS.set({**added, source: view.prepare_added(raw, name)})
             st.rerun()
+    st.markdown("**…or a scene from the catalog** over this run's area (e.g. a real "
+                "Sentinel-1 acquisition to compare with the generated one)")
+    k1, k2, k3 = st.columns([2, 1, 1], vertical_alignment="bottom")
+    collection = k1.selectbox("Collection", ["sentinel-1-rtc", "sentinel-2-l2a"],
+                              key=W.ADD_COLLECTION)
+    days = k2.number_input("± days", 0, 365, 10, key=W.ADD_DAYS)
+    if k3.button("Find scenes", key=W.ADD_FIND):
+        with ui.guard("Searching the catalog"):
+            state.ADD_CANDIDATES.set(view.catalog_candidates(
+                run, collection, int(days), stac_url=settings.stac_url,
+                timeout_s=settings.stac_timeout_s))
+    candidates = state.ADD_CANDIDATES.get()
+    if candidates is not None and not candidates:
+        st.info("No scene of that collection over this area in that window.")
+    elif candidates:
+        pick = st.selectbox("Scene", [c.id for c in candidates], key=W.ADD_SCENE)
+        if st.button("Add scene", key=W.ADD_SCENE_BUTTON):
+            chosen = next(c for c in candidates if c.id == pick)
+            with ui.guard("Reading the scene"), st.spinner("Reading the scene over the run …"):
+                source, layer_da = view.load_catalog_layer(
+                    chosen, run, stac_url=settings.stac_url, timeout_s=settings.stac_timeout_s)
+                state.ADDED_LAYERS.set({**added, source: layer_da})
+                st.rerun()
     if added:
         for source in list(added):
             c1, c2 = st.columns([4, 1])

@@ -196,6 +196,7 @@ def test_layers_toggle_opacity_and_download(page: Any, server: dict[str, Any],
         overlays = _map(page).locator(".leaflet-image-layer")
         names = [layer.name for layer in display_layers_for(run.load_layers())]
         n_layers = len(names)
+        assert {"[P] Water", "[G] LULC"} <= set(names)  # prediction and its [G] thought layer
         for name in names:
             expect(page.get_by_test_id("stCheckbox").filter(has_text=name).first).to_be_visible()
         expect(overlays).to_have_count(n_layers - 1)  # false colour starts hidden

@@ -224,7 +224,7 @@ def test_unreachable_hub_is_not_waited_on(empty_hf_cache: Path, monkeypatch) -> 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     # A closed local port stands in for an unreachable hub (no traffic leaves the machine).
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
-    assert not inference.weights._hub_reachable()
+    assert not inference.weights.hub_reachable()
     start = time.monotonic()
     with pytest.raises(WeightsUnavailableError, match="unreachable"):
         load_generation_model("tiny", ["NDVI"], weights="hub", device="cpu")

@@ -165,7 +165,8 @@ def test_added_geotiff_is_styled_like_run_layers(app_run: Any, sample_layers: An
     assert np.isfinite(prepared.values).any()
 
 
-def test_water_polygons_download_matches_the_mask(app_run: Any, sample_layers: Any) -> None:
+def test_water_polygons_download_matches_the_mask(app_run: Any, sample_layers: Any,
+                                                  tmp_path: Path) -> None:
     import io
 
     import geopandas as gpd
@@ -179,7 +180,8 @@ def test_water_polygons_download_matches_the_mask(app_run: Any, sample_layers: A
     assert frame.crs.to_epsg() == 4326
     mask_km2 = int((water.values == 1).sum()) * 1e-4  # 10 m pixels
     assert frame["area_km2"].sum() == pytest.approx(mask_km2, rel=1e-6)
-    gpkg = gpd.read_file(io.BytesIO(layers_view.polygons_bytes(water, "gpkg")))
+    (tmp_path / "water.gpkg").write_bytes(layers_view.polygons_bytes(water, "gpkg"))
+    gpkg = gpd.read_file(tmp_path / "water.gpkg")
     assert len(gpkg) == len(frame)
 
 
@@ -208,3 +210,30 @@ def test_a_cog_url_is_added_for_the_run_area(app_run: Any, sample_layers: Any) -
         at.text_input(key=W.ADD_URL).input(f"{base}/missing.tif").run()
         at.button(key=W.ADD_URL_BUTTON).click().run()
         assert any("missing.tif" in e.value and "check the URL" in e.value for e in at.error)
+
+
+@pytest.mark.integration
+def test_a_catalog_scene_is_added_over_the_run(
+    app_run: Any, stac_api_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TERRALENS_STAC_URL", stac_api_url)
+    at = _open(app_run.id)
+    at.selectbox(key=W.ADD_COLLECTION).select("sentinel-1-rtc")
+    at.button(key=W.ADD_FIND).click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    s1_id = "S1A_IW_GRDH_20220616_A_rtc"
+    assert at.selectbox(key=W.ADD_SCENE).options == [s1_id]
+    at.button(key=W.ADD_SCENE_BUTTON).click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    labels = [c.label for c in at.checkbox]
+    assert f"Input S1RTC-VV · {s1_id}" in labels and f"Input S1RTC-VH · {s1_id}" in labels
+    [added] = at.session_state["added_layers"].values()
+    assert added.attrs["units"] == "dB" and added.attrs["synthetic"] is False
+    assert -40 < float(np.nanmedian(added.values)) < 10
+    # It is in the pixel inspector with the run's layers.
+    lon, lat = _lonlat_of_pixel(app_run.load_layer("DEM"), row=50, col=60)
+    at.session_state["inspect_point"] = (lat, lon)
+    at.run()
+    table = at.dataframe[0].value
+    row = table[table["Layer"] == f"Input S1RTC-VV · {s1_id}"]
+    assert len(row) == 1 and row.iloc[0]["Units"] == "dB" and row.iloc[0]["Value"] != "no data"

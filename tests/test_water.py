@@ -10,12 +10,18 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio
 import xarray as xr
 
 from app.cli import main
-from app.vectors import mask_to_polygons, to_geojson_bytes, to_geopackage_bytes
 from inference.modalities import LULC_CLASSES, LULC_WATER
-from inference.water import WATER_NODATA, class_areas, water_from_lulc, zero_shot_water
+from inference.vectors import (
+    class_area_stats,
+    mask_to_polygons,
+    to_geojson_bytes,
+    to_geopackage_bytes,
+)
+from inference.water import WATER_NODATA, water_from_lulc, zero_shot_water
 from tests.fixtures.models import s2_window
 
 
@@ -46,13 +52,15 @@ def test_water_is_exactly_the_water_argmax_and_nodata_stays_nodata() -> None:
     assert out["WATER"].rio.transform() == out["WATER_CONFIDENCE"].rio.transform()
 
 
-def test_class_areas_sum_to_the_valid_aoi() -> None:
+def test_class_areas_sum_to_the_aoi_with_a_no_data_row() -> None:
     classes = np.zeros((1, 20, 50), np.uint8)
     classes[0, :, :10] = 1
     classes[0, :2, :] = WATER_NODATA
-    stats = class_areas(_grid(classes, ["WATER"]), ["not water", "water"])
-    assert [s["pixels"] for s in stats] == [18 * 40, 18 * 10]
-    assert sum(s["area_km2"] for s in stats) == pytest.approx(18 * 50 * 100 / 1e6)
+    stats = class_area_stats(_grid(classes, ["WATER"]), ["not water", "water"],
+                             nodata=WATER_NODATA)
+    assert [s["pixels"] for s in stats] == [18 * 40, 18 * 10, 2 * 50]
+    assert stats[-1]["name"] == "No data"
+    assert sum(s["area_km2"] for s in stats) == pytest.approx(20 * 50 * 100 / 1e6)
     assert sum(s["percent"] for s in stats) == pytest.approx(100.0)
 
 
@@ -62,7 +70,7 @@ def test_vectors_read_back_and_match_the_mask_area_within_a_pixel(tmp_path: Path
     yy, xx = np.ogrid[:60, :80]
     mask[0][(yy - 40) ** 2 + (xx - 60) ** 2 < 100] = 1  # a round lake
     da = _grid(mask, ["WATER"])
-    frame = mask_to_polygons(da)
+    frame = mask_to_polygons(da, name="water")
     assert len(frame) == 2 and frame.crs.to_epsg() == 4326
     pixel_km2 = 100 / 1e6
     assert frame["area_km2"].sum() == pytest.approx(mask.sum() * pixel_km2, abs=pixel_km2)
@@ -84,7 +92,7 @@ def test_zero_shot_water_end_to_end_with_a_real_model(tiny_lulc_model: Any) -> N
     np.testing.assert_array_equal(out["WATER"].values[0], out["LULC"].values[0] == LULC_WATER)
     for da in out.values():
         assert da.rio.transform() == s2.rio.transform() and da.shape[1:] == (120, 90)
-    stats = class_areas(out["WATER"], ["not water", "water"])
+    stats = class_area_stats(out["WATER"], ["not water", "water"], nodata=WATER_NODATA)
     assert sum(s["area_km2"] for s in stats) == pytest.approx(120 * 90 * 100 / 1e6)
 
 
@@ -104,3 +112,23 @@ def test_cli_segment_without_checkpoint_maps_water(
     run_dir = Path(captured.out.strip())
     assert {"WATER.tif", "WATER_CONFIDENCE.tif", "LULC.tif", "item.json"} <= {
         p.name for p in run_dir.iterdir()}
+
+
+@pytest.mark.integration
+@pytest.mark.model
+def test_cli_segment_with_a_fine_tuned_tim_checkpoint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stac_api_url: str, tim_checkpoint: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TERRALENS_WEIGHTS", "untrained")
+    monkeypatch.setenv("TERRALENS_DEVICE", "cpu")
+    code = main(["segment", "--item", "S2B_T33TWL_20211105_A", "--bbox",
+                 "15.008,45.005,15.02,45.015", "--model", "tiny", "--stac-url", stac_api_url,
+                 "--checkpoint", str(tim_checkpoint), "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    run_dir = Path(captured.out.strip())
+    with rasterio.open(run_dir / "PREDICTION.tif") as pred, \
+            rasterio.open(run_dir / "input.tif") as inp:
+        assert pred.transform == inp.transform and pred.shape == inp.shape
+    assert (run_dir / "TIM_LULC.tif").is_file()
