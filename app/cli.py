@@ -20,7 +20,7 @@ from typing import Any, NoReturn, TextIO
 
 from app.aoi import AOI
 from app.catalog import MAX_LIMIT, Collection, SceneSummary, SearchRequest, search_scenes
-from app.cli_tasks import add_generate, add_segment
+from app.cli_tasks import add_generate, add_geolocate, add_segment
 from app.cli_weights import add_weights
 from app.settings import load_settings
 from inference.errors import InvalidRequestError, TerraLensError
@@ -153,7 +153,7 @@ def _add_search(subparsers: Any) -> None:
 
 #: Parser builders, one per subcommand (append new ones here).
 SUBCOMMANDS: list[Callable[[Any], None]] = [
-    _add_search, add_generate, add_segment, add_weights,
+    _add_search, add_generate, add_segment, add_geolocate, add_weights,
 ]
 
 

@@ -1,12 +1,14 @@
-"""``terralens generate | segment``: the app's tasks from the command line.
+"""``terralens generate | segment | geolocate``: the app's tasks from the command line.
 
-Both write a run folder (one COG per layer + ``item.json``) into the run store at ``--out`` —
-the same layout the app uses — and print the run folder.
+``generate`` and ``segment`` write a run folder (one COG per layer + ``item.json``) into the
+run store at ``--out`` — the same layout the app uses — and print the run folder. ``geolocate``
+writes ``geolocation.geojson``, ``geolocation.csv`` and ``summary.json`` into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,8 @@ from app.catalog import fetch_item
 from app.pipeline import GenerationJob, Task, execute_generation
 from app.runs import RunStore
 from app.settings import Settings, load_settings
-from inference.modalities import GENERATABLE, Modality
+from inference.errors import InvalidRequestError
+from inference.modalities import GENERATABLE, LULC_CLASSES, Modality
 
 
 def _progress(done: int, total: int, message: str) -> None:
@@ -75,6 +78,71 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return _run_task(args, task, (Modality.LULC,))
 
 
+def parse_lulc_composition(text: str) -> dict[int, float]:
+    """``"6=1.0"`` or ``"crops=0.6,water=0.4"`` → ``{class index: fraction}`` summing to 1.
+
+    Raises:
+        InvalidRequestError: unknown class, bad number, or fractions not summing to 1.
+    """
+    by_name = {c.name.lower(): c.index for c in LULC_CLASSES}
+    composition: dict[int, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        key = name.strip().lower()
+        try:
+            index = int(key) if key.isdigit() else by_name[key]
+            fraction = float(value)
+        except (KeyError, ValueError) as err:
+            raise InvalidRequestError(
+                f"--lulc takes CLASS=FRACTION pairs (class index 1-9 or a name such as "
+                f"'water'), got {part!r}"
+            ) from err
+        if not sep or not 1 <= index <= 9 or not 0 < fraction <= 1:
+            raise InvalidRequestError(f"--lulc pair out of range: {part!r}")
+        composition[index] = composition.get(index, 0.0) + fraction
+    total = sum(composition.values())
+    if abs(total - 1.0) > 0.01:
+        raise InvalidRequestError(f"--lulc fractions must sum to 1, got {total:g} in {text!r}")
+    return composition
+
+
+def cmd_geolocate(args: argparse.Namespace) -> int:
+    """``terralens geolocate``: Monte-Carlo samples of where TerraMind thinks a place is."""
+    from inference import geolocate
+    from inference.models import resolve_device
+
+    settings = load_settings()
+    true_centre = None
+    if args.lulc:
+        condition: Any = geolocate.lulc_prompt(parse_lulc_composition(args.lulc), seed=args.seed)
+    else:
+        if not (args.item and (args.bbox or args.aoi)):
+            raise InvalidRequestError("geolocate needs --lulc, or --item with --bbox/--aoi")
+        from app.scenes import load_scene
+
+        aoi = _aoi(args, settings)
+        stac_url = args.stac_url or settings.stac_url
+        item = fetch_item(args.item, stac_url=stac_url, timeout_s=settings.stac_timeout_s)
+        condition = load_scene([item], aoi, stac_url=stac_url)
+        true_centre = aoi.centroid
+    model = geolocate.load_geolocation_model(
+        args.model, weights=settings.weights, device=resolve_device(settings.device),
+        conditions=(Modality.LULC,) if args.lulc else (Modality.S2L2A,),
+    )
+    result = geolocate.sample_locations(
+        model, condition, n=args.samples, temperature=args.temperature, top_p=args.top_p,
+        seed=args.seed, progress=lambda d, t: _progress(d, t, "sampling"),
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "geolocation.geojson").write_text(json.dumps(geolocate.to_geojson(result), indent=2))
+    (out / "geolocation.csv").write_text(geolocate.to_csv(result))
+    summary = geolocate.summary(result, true_lonlat=true_centre)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(out)
+    return 0
+
+
 def _common_scene_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--item", required=True, metavar="ID", help="STAC Item id of the scene")
     where = parser.add_mutually_exclusive_group(required=True)
@@ -108,3 +176,23 @@ def add_segment(subparsers: Any) -> None:
                         help="terratorch TiM checkpoint (file, folder or hub repo id); "
                              "without it: zero-shot water")
     parser.set_defaults(func=cmd_segment)
+
+
+def add_geolocate(subparsers: Any) -> None:
+    """Register ``terralens geolocate``."""
+    parser = subparsers.add_parser(
+        "geolocate", help="sample where TerraMind thinks a scene or land cover is")
+    parser.add_argument("--item", metavar="ID", help="STAC Item id of the scene")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--bbox", metavar="W,S,E,N", help="AOI as lon/lat degrees")
+    where.add_argument("--aoi", metavar="FILE", help="AOI as a GeoJSON or KML file")
+    where.add_argument("--lulc", metavar="CLASS=FRACTION,...",
+                       help="land-cover prompt, e.g. 'bare ground=1' or 'crops=0.6,water=0.4'")
+    parser.add_argument("--samples", type=int, default=64, help="number of samples (64)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    parser.add_argument("--top-p", type=float, default=0.8, help="nucleus sampling top-p")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--model", default="base", choices=["tiny", "small", "base", "large"])
+    parser.add_argument("--stac-url", default=None, metavar="URL")
+    parser.add_argument("--out", required=True, metavar="DIR")
+    parser.set_defaults(func=cmd_geolocate)

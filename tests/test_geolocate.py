@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -248,3 +249,29 @@ def test_untrained_vocabulary_gives_only_invalid_samples(geo_model: Any) -> None
     assert result.samples.shape == (0, 2) and result.invalid == 4
     assert result.invalid_reasons == {INVALID_UNPARSABLE: 4}
     assert to_geojson(result)["features"] == [] and to_csv(result) == "sample,lon,lat\n"
+
+
+def test_cli_geolocate_from_a_land_cover_prompt_writes_its_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main
+
+    monkeypatch.setenv("TERRALENS_WEIGHTS", "untrained")
+    monkeypatch.setenv("TERRALENS_DEVICE", "cpu")
+    code = main(["geolocate", "--lulc", "bare ground=1", "--samples", "4", "--model", "tiny",
+                 "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    geojson = json.loads((tmp_path / "geolocation.geojson").read_text())
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert geojson["type"] == "FeatureCollection"
+    # Untrained weights decode no coordinates: every sample is counted as invalid, none plotted.
+    assert len(geojson["features"]) + summary["invalid"] == 4
+    assert (tmp_path / "geolocation.csv").read_text().startswith("sample,lon,lat")
+
+
+def test_cli_geolocate_bad_prompt_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from app.cli import main
+
+    assert main(["geolocate", "--lulc", "lava=1", "--out", "x"]) == 2
+    assert "'lava=1'" in capsys.readouterr().err
