@@ -102,9 +102,9 @@ class _RssSampler:
 def _measure(outputs: list[str], args: dict[str, Any], queue: Any) -> None:
     """Child process: build the model once, then alternate OURS and REFERENCE runs on it.
 
-    Alternating (ours, ref, ours, ref...) on one loaded model spreads load from other
-    processes over both paths; the best time of each is kept. Memory is the RSS growth over
-    the loaded model during each run (sampled every 5 ms), CUDA the peak allocated.
+    Alternating (ours, ref, then ref, ours...) on one loaded model spreads load from other
+    processes and warm-up over both paths; the best time of each is kept. Memory is the RSS
+    growth over the loaded model during each run (sampled every 5 ms), CUDA the peak allocated.
     """
     import gc
     import random
@@ -122,8 +122,8 @@ def _measure(outputs: list[str], args: dict[str, Any], queue: Any) -> None:
     s2 = _window(args["pixels"])
     cuda = model.device.type == "cuda"
     results: dict[str, dict[str, Any]] = {}
-    for _ in range(args["repeat"]):
-        for path in ("ours", "ref"):
+    for repeat in range(args["repeat"]):
+        for path in ("ours", "ref") if repeat % 2 == 0 else ("ref", "ours"):
             gc.collect()
             if cuda:
                 torch.cuda.synchronize()
