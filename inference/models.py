@@ -74,6 +74,20 @@ class ModelSize(StrEnum):
     LARGE = "large"
 
 
+def parse_model_size(size: ModelSize | str) -> ModelSize:
+    """The :class:`ModelSize` for ``size`` (case and surrounding spaces ignored).
+
+    Raises:
+        InvalidRequestError: not tiny, small, base or large.
+    """
+    try:
+        return ModelSize(str(size).strip().lower())
+    except ValueError as err:
+        raise InvalidRequestError(
+            f"Model size must be one of {[s.value for s in ModelSize]}, got {size!r}."
+        ) from err
+
+
 @dataclass(frozen=True)
 class GenerationSpec:
     """What a generation model is: doubles as a cache key for the app.
@@ -399,12 +413,7 @@ def load_generation_model(
     """
     import torch
 
-    try:
-        model_size = ModelSize(str(size).strip().lower())
-    except ValueError as err:
-        raise InvalidRequestError(
-            f"Model size must be one of {[s.value for s in ModelSize]}, got {size!r}."
-        ) from err
+    model_size = parse_model_size(size)
     wanted = normalise_outputs(outputs)
     if isinstance(timesteps, bool) or not isinstance(timesteps, int) or not 1 <= timesteps <= 100:
         raise InvalidRequestError(f"timesteps must be an integer in 1..100, got {timesteps!r}.")
