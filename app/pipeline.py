@@ -15,7 +15,7 @@ import xarray as xr
 
 from app.aoi import AOI
 from app.runs import Run, RunRequest, RunStore
-from app.scenes import load_scene
+from app.scenes import aoi_mask, load_scene
 from app.settings import Settings
 from inference.errors import CheckpointError, InvalidRequestError, SceneError
 from inference.modalities import Modality
@@ -168,7 +168,7 @@ def execute_generation(
 
 #: Layer attrs copied into the run's provenance (the first layer that has them wins).
 _PROVENANCE_ATTRS = ("model", "weights", "untrained", "timesteps", "seed",
-                     "terratorch_version", "checkpoint", "device", "dtype")
+                     "terratorch_version", "checkpoint", "device", "dtype", "clipped_to_aoi")
 
 
 def _provenance(
@@ -204,12 +204,13 @@ def _run_inference(
     from inference.generate import GenerationTask, generate
     from inference.models import DEVICE_LOCK
 
+    inside = aoi_mask(scene, job.aoi)
     if job.task == Task.GENERATION:
         model = model_provider(job.size, job.outputs, job.timesteps)
         task = GenerationTask(outputs=job.outputs, timesteps=job.timesteps, seed=job.seed)
         with DEVICE_LOCK:
             return generate(model, scene, task, progress=_wrap_progress(progress, "generating"),
-                            cancel=cancel)
+                            cancel=cancel, aoi_mask=inside)
     if job.task == Task.WATER:
         from inference.water import zero_shot_water
 
@@ -217,7 +218,7 @@ def _run_inference(
         with DEVICE_LOCK:
             return zero_shot_water(model, scene, seed=job.seed,
                                    progress=_wrap_progress(progress, "mapping water"),
-                                   cancel=cancel)
+                                   cancel=cancel, aoi_mask=inside)
     try:
         from inference.tim import load_tim_checkpoint, segment
     except ImportError as err:
@@ -229,4 +230,5 @@ def _run_inference(
     tim_model = load_tim_checkpoint(str(job.checkpoint), device=job.extra.get("device", "auto"))
     with DEVICE_LOCK:
         return segment(tim_model, {Modality.S2L2A: scene},
-                       progress=_wrap_progress(progress, "segmenting"), cancel=cancel)
+                       progress=_wrap_progress(progress, "segmenting"), cancel=cancel,
+                       aoi_mask=inside)

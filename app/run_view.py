@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.aoi import AOI
+from app.scenes import aoi_mask
 from inference.errors import InvalidRequestError, SceneError
 from inference.modalities import GENERATABLE, Modality
 
@@ -86,16 +87,32 @@ def check_scene(scene: Any) -> Any:
 
 
 def estimate_text(scene: Any, task: str, outputs: tuple[Modality, ...], *, timesteps: int,
-                  size: str, device: str) -> str:
-    """"N chips of 224 px · about T on DEVICE" for the scene window, or why not."""
+                  size: str, device: str, aoi_json: str | None = None) -> str:
+    """"N chips of 224 px · about T on DEVICE" for the scene window, or why not.
+
+    With the AOI the scene was loaded for, only the chips touching valid pixels inside the AOI
+    polygon are counted (as the run skips the others) and the skipped ones are mentioned.
+    """
+    import numpy as np
+
     from inference.generate import GenerationTask, estimate
+    from inference.tiling import count_chips
 
     h, w = int(scene.sizes["y"]), int(scene.sizes["x"])
     gen_task = GenerationTask(outputs=outputs, timesteps=int(timesteps))
-    chips, seconds = estimate(h, w, gen_task, device=device.split(":")[0] or "cpu", size=size)
+    wanted = np.isfinite(np.asarray(scene.values)).all(axis=0)
+    if aoi_json:
+        wanted &= aoi_mask(scene, AOI.from_json(aoi_json))
+    if not wanted.any():
+        return "The scene has no valid pixel inside the AOI: move the AOI or pick another scene."
+    chips, seconds = estimate(h, w, gen_task, device=device.split(":")[0] or "cpu", size=size,
+                              mask=wanted)
+    skipped = count_chips(h, w, gen_task.chip, gen_task.overlap) - chips
     what = "generation" if task == "generation" else "land cover for the water map"
+    note = (f" ({skipped} chip{'s' if skipped != 1 else ''} of the bounding box hold no AOI "
+            "pixel with data and are skipped)") if skipped else ""
     return (f"{w} × {h} px window → **{chips} chip{'s' if chips != 1 else ''}** of "
-            f"{gen_task.chip} px · {what} takes about **{format_seconds(seconds)}** on "
+            f"{gen_task.chip} px{note} · {what} takes about **{format_seconds(seconds)}** on "
             f"`{device}` (a rough estimate; model loading not included).")
 
 

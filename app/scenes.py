@@ -161,6 +161,29 @@ def _geobox(aoi: AOI, crs: CRS, resolution: float) -> Any:
     return GeoBox.from_bbox(geom.bounds, crs=crs.to_string(), resolution=resolution), geom
 
 
+def _rasterise(geom: Any, shape: tuple[int, int], transform: Any) -> np.ndarray:
+    """True for the pixels whose centre is inside ``geom`` (all it touches when that is none)."""
+    mapping = [shapely.geometry.mapping(geom)]
+    inside: np.ndarray = ~geometry_mask(mapping, out_shape=shape, transform=transform,
+                                        all_touched=False)
+    if not inside.any():  # AOI thinner than a pixel: use the pixels it touches
+        inside = ~geometry_mask(mapping, out_shape=shape, transform=transform, all_touched=True)
+    return inside
+
+
+def aoi_mask(scene: xr.DataArray, aoi: AOI) -> np.ndarray:
+    """The AOI polygon rasterised on the grid of a loaded window: ``[y, x]`` bool, True inside.
+
+    The window covers the AOI's bounding box; a drawn polygon (or a lon/lat rectangle, which
+    is a slightly rotated shape in UTM) leaves pixels outside it. Inference runs only the chips
+    touching the AOI and masks outputs outside it with this.
+    """
+    crs = CRS.from_user_input(scene.rio.crs)
+    to_crs = Transformer.from_crs(4326, crs, always_xy=True)
+    geom = shapely.transform(aoi.shape, to_crs.transform, interleaved=False)
+    return _rasterise(geom, (scene.sizes["y"], scene.sizes["x"]), scene.rio.transform())
+
+
 def _keep_hrefs(item: dict[str, Any]) -> dict[str, Any]:
     """The item without its ``self`` link when every asset href is already absolute.
 
@@ -310,15 +333,7 @@ def load_scene(
     signer = signer or HrefSigner(stac_url, timeout_s=min(timeout_s, 10.0))
     crs = _choose_crs(raw, aoi)
     gbox, aoi_in_crs = _geobox(aoi, crs, resolution)
-    aoi_mask = ~geometry_mask(
-        [shapely.geometry.mapping(aoi_in_crs)], out_shape=gbox.shape.yx,
-        transform=gbox.affine, all_touched=False,
-    )
-    if not aoi_mask.any():  # AOI thinner than a pixel: use the pixels it touches
-        aoi_mask = ~geometry_mask(
-            [shapely.geometry.mapping(aoi_in_crs)], out_shape=gbox.shape.yx,
-            transform=gbox.affine, all_touched=True,
-        )
+    inside = _rasterise(aoi_in_crs, gbox.shape.yx, gbox.affine)
 
     attrs: dict[str, Any] = {}
     if collection is Collection.SENTINEL_2_L2A:
@@ -338,7 +353,7 @@ def load_scene(
         scl = ds["SCL"].values
         valid = ~np.isin(scl, sorted(SCL_NODATA)) & np.all(np.isfinite(stack), axis=0)
         cloudy = np.isin(scl, sorted(SCL_CLOUDY))
-        cloud_share, valid_share = _shares(aoi_mask, valid, cloudy)
+        cloud_share, valid_share = _shares(inside, valid, cloudy)
         modality, band_names = Modality.S2L2A, list(S2L2A_BANDS)
         attrs["offset_applied"] = int(offset)
         baselines = sorted({str((i.get("properties") or {}).get("s2:processing_baseline"))
@@ -350,7 +365,7 @@ def load_scene(
         with np.errstate(divide="ignore", invalid="ignore"):
             stack = np.where(linear > 0, 10.0 * np.log10(linear), np.nan).astype(np.float32)
         valid = np.all(np.isfinite(stack), axis=0)
-        cloud_share, valid_share = _shares(aoi_mask, valid, None)
+        cloud_share, valid_share = _shares(inside, valid, None)
         modality, band_names = Modality.S1RTC, list(S1_BANDS)
         attrs["offset_applied"] = 0
     if valid_share == 0.0:

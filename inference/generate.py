@@ -11,6 +11,9 @@ AOI of any size with :func:`inference.tiling.tiled_apply`, and returns one geore
 
 Input pixels that are NaN in any band are filled with the band median for the model and
 masked again (NaN, or class 0) in every output; chips without any valid pixel are not run.
+With an ``aoi_mask`` (the drawn polygon rasterised on the window, see ``app.scenes.aoi_mask``)
+only chips touching the AOI run and outputs are NaN / class 0 outside it; the real pixels
+around the AOI still give the model its context.
 
 Seeds: TerraMind has no seed argument; its token sampler draws from Python's ``random`` and
 the diffusion decoders from torch's global generator. Before each chip batch, ``random``,
@@ -42,7 +45,7 @@ from inference.models import (
     oom_as_error,
     terratorch_version,
 )
-from inference.tiling import CancelFn, ProgressFn, count_chips, tiled_apply
+from inference.tiling import CancelFn, ProgressFn, count_chips, restrict_to_aoi, tiled_apply
 
 if TYPE_CHECKING:
     import torch
@@ -256,6 +259,7 @@ def generate(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     executor: Executor | None = None,
+    aoi_mask: np.ndarray | None = None,
 ) -> dict[str, xr.DataArray]:
     """Generate synthetic modalities from a Sentinel-2 L2A window.
 
@@ -268,6 +272,8 @@ def generate(
         progress: ``progress(chips_done, chips_total)`` after each batch.
         cancel: Return True to stop; raises :class:`RunCancelledError` before the next batch.
         executor: Where chips run (default in-process; see :mod:`inference.executors`).
+        aoi_mask: Optional ``[y, x]`` bool, True inside the AOI: chips outside it are not run
+            and outputs are masked outside it (a polygon AOI costs only the chips it touches).
 
     Returns:
         ``{"S1GRD"|"S1RTC"|"DEM"|"NDVI": float32, "LULC": uint8, "LULC_PROB": float32}`` for
@@ -286,6 +292,7 @@ def generate(
             f"{[m.value for m in task.outputs]}: load a model for the task's outputs."
         )
     data, valid = _s2_array(s2)
+    valid = restrict_to_aoi(valid, aoi_mask)
     fn = ChipGenerator(model, task)
     with _RngGuard():
         stacked = tiled_apply(
@@ -302,6 +309,7 @@ def generate(
         "timesteps": int(task.timesteps),
         "seed": int(task.seed),
         "terratorch_version": terratorch_version(),
+        "clipped_to_aoi": aoi_mask is not None,
     }
     if model.untrained:
         base["note"] = UNTRAINED_LABEL
@@ -342,7 +350,12 @@ _SPEEDUP = {"cpu": 1.0, "mps": 4.0, "cuda": 20.0}
 
 
 def estimate(
-    h: int, w: int, task: GenerationTask, device: torch.device | str = "cpu", size: str = "base"
+    h: int,
+    w: int,
+    task: GenerationTask,
+    device: torch.device | str = "cpu",
+    size: str = "base",
+    mask: np.ndarray | None = None,
 ) -> tuple[int, float]:
     """Chips and a rough run time for an ``h × w`` window.
 
@@ -352,11 +365,13 @@ def estimate(
         task: The generation task.
         device: Where it will run (``cpu``, ``cuda``, ``mps`` or a ``torch.device``).
         size: Model size.
+        mask: Optional ``[h, w]`` bool of the pixels wanted (AOI and valid input): only the
+            chips touching it are counted, as :func:`generate` runs them.
 
     Returns:
         (number of chips, estimated seconds). Good to a factor of ~2 on CPU; a guess on GPU.
     """
-    chips = count_chips(h, w, task.chip, task.overlap)
+    chips = count_chips(h, w, task.chip, task.overlap, mask=mask)
     per_chip = 0.0
     for mod in task.outputs:
         per_chip += _SAMPLER_S_PER_OUTPUT.get(str(size), 1.25)

@@ -107,9 +107,59 @@ def plan_chips(h: int, w: int, chip: int = 224, overlap: int = 32) -> list[ChipW
     ]
 
 
-def count_chips(h: int, w: int, chip: int = 224, overlap: int = 32) -> int:
-    """Number of chips :func:`tiled_apply` runs for an ``h × w`` window (for estimates)."""
-    return len(plan_chips(h, w, chip, overlap))
+def chips_for_mask(
+    mask: np.ndarray, chip: int = 224, overlap: int = 32
+) -> list[ChipWindow]:
+    """The chips of :func:`plan_chips` that hold at least one True pixel of ``mask [H, W]``.
+
+    Chips only needed for pixels nobody asked for (outside a drawn AOI polygon, over a
+    scene's no-data strip) are left out; the kept chips keep their plan indices (and seeds).
+
+    Raises:
+        InvalidRequestError: ``mask`` is not 2-D, or selects no pixel.
+    """
+    if np.ndim(mask) != 2:
+        raise InvalidRequestError(f"mask must be [H, W], got shape {np.shape(mask)!r}.")
+    h, w = np.shape(mask)
+    wanted = np.zeros((max(h, chip), max(w, chip)), dtype=bool)
+    wanted[:h, :w] = mask
+    plan = [win for win in plan_chips(h, w, chip, overlap) if wanted[win.slices].any()]
+    if not plan:
+        raise InvalidRequestError("The mask selects no pixel: there is nothing to compute.")
+    return plan
+
+
+def restrict_to_aoi(valid: np.ndarray, aoi_mask: np.ndarray | None) -> np.ndarray:
+    """Pixels to compute: valid input pixels inside the AOI (``aoi_mask`` True), ``[H, W]``.
+
+    Raises:
+        InvalidRequestError: ``aoi_mask`` has another shape, or no valid pixel is inside it.
+    """
+    if aoi_mask is None:
+        return valid
+    if np.shape(aoi_mask) != np.shape(valid):
+        raise InvalidRequestError(
+            f"The AOI mask {np.shape(aoi_mask)!r} does not match the input grid "
+            f"{np.shape(valid)!r}."
+        )
+    wanted: np.ndarray = valid & np.asarray(aoi_mask, dtype=bool)
+    if not wanted.any():
+        raise InvalidRequestError(
+            "The scene has no valid pixel inside the AOI: move the AOI or pick another scene."
+        )
+    return wanted
+
+
+def count_chips(
+    h: int, w: int, chip: int = 224, overlap: int = 32, mask: np.ndarray | None = None
+) -> int:
+    """Number of chips :func:`tiled_apply` runs for an ``h × w`` window (for estimates),
+    counting only chips that touch ``mask`` when one is given."""
+    if mask is None:
+        return len(plan_chips(h, w, chip, overlap))
+    if np.shape(mask) != (h, w):
+        raise InvalidRequestError(f"mask must have shape {(h, w)!r}, got {np.shape(mask)!r}.")
+    return len(chips_for_mask(mask, chip, overlap))
 
 
 def blend_window(chip: int, overlap: int) -> np.ndarray:
@@ -178,17 +228,14 @@ def tiled_apply(
             f"shape {getattr(array, 'shape', None)!r}."
         )
     _, h, w = array.shape
-    plan = plan_chips(h, w, chip, overlap)
-    if mask is not None:
-        if np.shape(mask) != (h, w):
-            raise InvalidRequestError(
-                f"mask must have the array's shape {(h, w)!r}, got {np.shape(mask)!r}."
-            )
-        wanted = np.zeros((max(h, chip), max(w, chip)), dtype=bool)
-        wanted[:h, :w] = mask
-        plan = [win for win in plan if wanted[win.slices].any()]
-        if not plan:
-            raise InvalidRequestError("The mask selects no pixel: there is nothing to compute.")
+    if mask is None:
+        plan = plan_chips(h, w, chip, overlap)
+    elif np.shape(mask) != (h, w):
+        raise InvalidRequestError(
+            f"mask must have the array's shape {(h, w)!r}, got {np.shape(mask)!r}."
+        )
+    else:
+        plan = chips_for_mask(np.asarray(mask, dtype=bool), chip, overlap)
     padded = _pad_to_chip(array, chip)
     window = blend_window(chip, overlap)
     total = len(plan)

@@ -37,7 +37,7 @@ from inference.errors import CheckpointError, InvalidRequestError
 from inference.generate import batch_seed
 from inference.modalities import LULC_CLASSES, Modality
 from inference.models import autocast_dtype, oom_as_error, terratorch_version
-from inference.tiling import CancelFn, ProgressFn, tiled_apply
+from inference.tiling import CancelFn, ProgressFn, restrict_to_aoi, tiled_apply
 from inference.tim_checkpoints import (
     INPUT_KEYS,
     TimCheckpointInfo,
@@ -221,6 +221,7 @@ def segment(
     batch_size: int = 4,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    aoi_mask: np.ndarray | None = None,
 ) -> dict[str, xr.DataArray]:
     """Segment an AOI with a fine-tuned checkpoint, tiled with blended seams.
 
@@ -234,6 +235,8 @@ def segment(
         batch_size: Chips per model call.
         progress: ``progress(chips_done, chips_total)``.
         cancel: Return True to stop with :class:`RunCancelledError`.
+        aoi_mask: Optional ``[y, x]`` bool, True inside the AOI: only chips touching valid
+            pixels inside it run, and outputs are no data outside it.
 
     Returns:
         ``PREDICTION`` ([P], uint8 class map, 255 where an input had no data, ``class_names``
@@ -253,11 +256,12 @@ def segment(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InvalidRequestError(f"seed must be a non-negative integer, got {seed!r}.")
     stacked, valid, layout, ref = _stack_inputs(tim_model, inputs)
+    valid = restrict_to_aoi(valid, aoi_mask)
     tim = tuple(t for t in tim_model.tim_modalities if "lulc" in t.lower())
     skipped = [t for t in tim_model.tim_modalities if t not in tim]
     fn = _ChipSegmenter(tim_model, layout, seed, tim)
     probs = tiled_apply(fn, stacked, chip=chip, overlap=overlap, batch_size=batch_size,
-                        progress=progress, cancel=cancel)
+                        progress=progress, cancel=cancel, mask=valid)
     k = tim_model.num_classes
     base = {key: ref.attrs[key] for key in PROVENANCE_ATTRS if key in ref.attrs}
     base |= {
@@ -272,6 +276,7 @@ def segment(
                                     for m in tim_model.modalities}),
         "tim_modalities": json.dumps(list(tim_model.tim_modalities)),
         "terratorch_version": terratorch_version(),
+        "clipped_to_aoi": aoi_mask is not None,
     }
     if skipped:
         base["tim_not_decoded"] = json.dumps(skipped)

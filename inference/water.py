@@ -74,6 +74,7 @@ def zero_shot_water(
     batch_size: int = 4,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    aoi_mask: np.ndarray | None = None,
 ) -> dict[str, xr.DataArray]:
     """Map surface water with no fine-tuning: S2L2A → generated LULC → water.
 
@@ -86,6 +87,7 @@ def zero_shot_water(
         batch_size: Chips per forward pass.
         progress: ``progress(done, total)``.
         cancel: Returns True to stop.
+        aoi_mask: Optional ``[y, x]`` bool, True inside the AOI (see :func:`generate`).
 
     Returns:
         ``LULC`` and ``LULC_PROB`` ([G], the intermediate "thought") plus ``WATER`` and
@@ -93,5 +95,6 @@ def zero_shot_water(
     """
     task = GenerationTask(outputs=(Modality.LULC,), timesteps=1, seed=seed, chip=chip,
                           overlap=overlap, batch_size=batch_size)
-    generated = generate(model, s2, task, progress=progress, cancel=cancel)
+    generated = generate(model, s2, task, progress=progress, cancel=cancel,
+                         aoi_mask=aoi_mask)
     return generated | water_from_lulc(generated[Modality.LULC.value], generated[LULC_PROB])

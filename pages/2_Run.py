@@ -82,7 +82,8 @@ if task == "generation" and not outputs:
 else:
     with ui.guard("Estimating the run"):
         st.info(view.estimate_text(scene, task, view.outputs_for(task, outputs),
-                                   timesteps=int(timesteps), size=size, device=device),
+                                   timesteps=int(timesteps), size=size, device=device,
+                                   aoi_json=state.SCENE_AOI_JSON.get()),
                 icon=":material/timer:")
 
 # -- Run -------------------------------------------------------------------------------------------

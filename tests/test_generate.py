@@ -203,3 +203,43 @@ def test_chips_without_valid_pixels_are_not_run(tiny_lulc_model) -> None:
     assert totals[-1] == 2 < count_chips(64, 192, 64, 16)
     assert (out["LULC"].values[0, :, 64:] == 0).all()
     assert np.isfinite(out[LULC_PROB].values[:, :, :64]).all()
+
+
+@pytest.mark.model
+def test_aoi_mask_runs_only_chips_touching_the_polygon(tiny_lulc_model) -> None:
+    s2 = s2_window(192, 192, seed=6)
+    yy, xx = np.mgrid[0:192, 0:192]
+    triangle = xx + yy < 100  # a drawn triangle in the north-west corner of the bounding box
+    totals: list[int] = []
+    out = generate(tiny_lulc_model, s2, GenerationTask(**LULC_TASK),
+                   progress=lambda d, t: totals.append(t), aoi_mask=triangle)
+    all_chips = count_chips(192, 192, 64, 16)
+    assert totals[-1] == count_chips(192, 192, 64, 16, mask=triangle) < all_chips
+    probs = out[LULC_PROB].values
+    assert np.isfinite(probs[:, triangle]).all()
+    assert np.isnan(probs[:, ~triangle]).all()
+    assert (out["LULC"].values[0, ~triangle] == 0).all()
+    assert out["LULC"].attrs["clipped_to_aoi"] is True
+    assert_same_grid(out["LULC"], s2)
+
+
+@pytest.mark.model
+def test_aoi_without_valid_pixels_is_refused(tiny_lulc_model) -> None:
+    s2 = s2_window(64, 128, seed=7)
+    s2[:, :, :64] = np.nan
+    west = np.zeros((64, 128), dtype=bool)
+    west[:, :64] = True
+    with pytest.raises(InvalidRequestError, match="no valid pixel inside the AOI"):
+        generate(tiny_lulc_model, s2, GenerationTask(**LULC_TASK), aoi_mask=west)
+    with pytest.raises(InvalidRequestError, match="does not match the input grid"):
+        generate(tiny_lulc_model, s2, GenerationTask(**LULC_TASK), aoi_mask=west[:10])
+
+
+def test_estimate_counts_only_chips_in_the_aoi() -> None:
+    task = GenerationTask(outputs=("S1GRD",), timesteps=2)
+    full_chips, full_s = estimate(448, 448, task, "cpu")
+    band = np.zeros((448, 448), dtype=bool)
+    band[:100, :] = True  # a thin strip along the northern edge
+    chips, seconds = estimate(448, 448, task, "cpu", mask=band)
+    assert (chips, full_chips) == (3, 9)
+    assert seconds == pytest.approx(full_s * 3 / 9)

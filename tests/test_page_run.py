@@ -173,3 +173,22 @@ def test_model_cache_keeps_one_model_and_unloads_the_old_one(
     second = provide("base", ("LULC", "NDVI"), 10)
     assert second is not first and first.unloaded and not second.unloaded
     model_cache.clear_models()
+
+
+def test_estimate_counts_only_chips_the_drawn_polygon_touches(app_env: Path) -> None:
+    scene = s2_window(448, 448, seed=4)
+    scene.attrs.update({"modality": "S2L2A", "scene_id": "S2A_TEST_SCENE"})
+    w, _, _, n = scene.rio.bounds()
+    to_ll = Transformer.from_crs(scene.rio.crs, 4326, always_xy=True)
+    corners = [to_ll.transform(x, y) for x, y in ((w, n), (w + 1400, n), (w, n - 1400))]
+    triangle = AOI.from_geojson({"type": "Polygon", "coordinates": [[*corners, corners[0]]]})
+    at = page_test(PAGE, timeout=180)
+    at.session_state["scene"] = scene
+    at.session_state["scene_items"] = ({"id": "S2A_TEST_SCENE",
+                                        "collection": "sentinel-2-l2a", "properties": {}},)
+    at.session_state["scene_aoi"] = triangle.to_json()
+    at.run()
+    assert not at.exception and not at.error
+    estimate = next(i.value for i in at.info if "chip" in i.value)
+    assert "448 × 448 px" in estimate and "**1 chip**" in estimate
+    assert "8 chips of the bounding box hold no AOI pixel" in estimate

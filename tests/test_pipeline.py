@@ -16,7 +16,7 @@ from app.runs import RunStore
 from app.settings import load_settings
 from inference.errors import InvalidRequestError, SceneError
 from inference.modalities import Modality
-from tests.fixtures.s2_scenes import SceneSet, utm_box_to_lonlat
+from tests.fixtures.s2_scenes import SceneSet, utm_box_to_lonlat, utm_polygon_to_lonlat
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
 
@@ -66,6 +66,25 @@ def test_generation_is_stored_and_the_same_request_is_answered_from_the_store(
     assert again.id == run.id and len(calls) == 1  # no model, no scene read the second time
     other_seed = GenerationJob(**{**job.__dict__, "seed": 4})
     assert find_existing(other_seed, settings=settings, store=store) is None
+
+
+def test_outputs_are_clipped_to_a_drawn_polygon(
+    env: Path, s2_scene_set: SceneSet, tiny_lulc_model: Any
+) -> None:
+    x0, y0, x1, y1 = AOI_UTM
+    aoi = AOI.from_geojson(utm_polygon_to_lonlat((x0, y0), (x1, y0), (x0, y1)))
+    job = GenerationJob(scene_items=(s2_scene_set.scenes[SCENE].item,), aoi=aoi,
+                        outputs=(Modality.LULC,), size="tiny", timesteps=1, seed=3)
+    settings = load_settings()
+    run = execute_generation(job, settings=settings, store=RunStore(settings.runs_dir),
+                             model_provider=lambda *a: tiny_lulc_model)
+    with rasterio.open(run.layer_path("LULC_PROB")) as src:
+        probs = src.read(1)
+    computed = np.isfinite(probs)
+    assert computed.mean() == pytest.approx(0.5, abs=0.03)  # half the bounding box
+    assert computed[-1, 0] and not computed[0, -1]  # SW corner inside, NE corner outside
+    assert run.provenance["clipped_to_aoi"] is True
+    assert run.load_layer(run.input_name).notnull().all()  # the input keeps its context
 
 
 def test_a_sentinel1_scene_cannot_feed_terramind_generation(

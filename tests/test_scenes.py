@@ -12,7 +12,7 @@ import xarray as xr
 
 from app.aoi import AOI
 from app.catalog import SearchRequest, search_scenes
-from app.scenes import baseline_has_offset, load_scene, true_colour_rgb, utm_epsg
+from app.scenes import aoi_mask, baseline_has_offset, load_scene, true_colour_rgb, utm_epsg
 from inference.errors import AssetAccessError, SceneError
 from inference.modalities import S1_BANDS, S2L2A_BANDS
 from tests.fixtures.s2_scenes import (
@@ -21,6 +21,7 @@ from tests.fixtures.s2_scenes import (
     GeneratedScene,
     SceneSet,
     utm_box_to_lonlat,
+    utm_polygon_to_lonlat,
 )
 
 # odc-geo 0.5 calls shapely.ops.transform (deprecated in shapely 2.2) and multiplies Affine
@@ -270,3 +271,16 @@ def test_search_then_load_through_the_api(stac_api_url: str, s2_scene_set: Scene
     scene = s2_scene_set.scenes[found[0].id]
     np.testing.assert_array_equal(da.sel(band="B08").values, expected_band(scene, "B08", da))
     assert da.attrs["offset_applied"] == 1000
+
+
+def test_aoi_mask_follows_the_drawn_polygon(s2_scene_set: SceneSet) -> None:
+    x0, y0, x1, y1 = AOI_A_UTM
+    triangle = AOI.from_geojson(utm_polygon_to_lonlat((x0, y0), (x1, y0), (x0, y1)))
+    da = load_scene([s2_scene_set.scenes[CLEAR_SCENE].item], triangle, stac_url=NOT_PC)
+    inside = aoi_mask(da, triangle)
+    assert inside.shape == da.shape[1:]
+    assert inside.mean() == pytest.approx(0.5, abs=0.02)
+    assert inside[-1, 0] and not inside[0, -1]  # south-west corner in, north-east corner out
+    rectangle = aoi_utm(AOI_A_UTM)
+    assert aoi_mask(load_scene([s2_scene_set.scenes[CLEAR_SCENE].item], rectangle,
+                               stac_url=NOT_PC), rectangle).mean() > 0.99

@@ -9,7 +9,14 @@ import pytest
 
 from inference.errors import InvalidRequestError, RunCancelledError
 from inference.executors import InProcessExecutor, executor_from_env
-from inference.tiling import blend_window, count_chips, plan_chips, tiled_apply
+from inference.tiling import (
+    blend_window,
+    chips_for_mask,
+    count_chips,
+    plan_chips,
+    restrict_to_aoi,
+    tiled_apply,
+)
 
 SHAPES = [(1, 1), (7, 300), (224, 224), (225, 224), (300, 250), (130, 517), (481, 33)]
 
@@ -232,3 +239,29 @@ def test_masked_out_chips_are_skipped() -> None:
         tiled_apply(identity, data, chip=chip, overlap=16, mask=np.zeros((h, w), bool))
     with pytest.raises(InvalidRequestError, match="shape"):
         tiled_apply(identity, data, chip=chip, overlap=16, mask=mask[:10])
+
+
+def test_chip_count_follows_the_aoi_shape() -> None:
+    h = w = 448
+    yy, xx = np.mgrid[0:h, 0:w]
+    corner = xx + yy < 150  # a small triangle drawn in the north-west of its bounding box
+    assert [win.index for win in chips_for_mask(corner, 224, 32)] == [0]
+    east = xx >= 420  # a strip along the eastern edge: only the last column of chips
+    assert [win.index for win in chips_for_mask(east, 224, 32)] == [2, 5, 8]
+    assert count_chips(h, w, 224, 32, mask=east) == 3 < count_chips(h, w, 224, 32) == 9
+    with pytest.raises(InvalidRequestError, match="shape"):
+        count_chips(h, w, 224, 32, mask=east[:10])
+
+
+def test_restrict_to_aoi() -> None:
+    valid = np.ones((4, 6), dtype=bool)
+    valid[:, :2] = False  # no data in the west
+    aoi = np.zeros((4, 6), dtype=bool)
+    aoi[:, 1:3] = True
+    np.testing.assert_array_equal(restrict_to_aoi(valid, None), valid)
+    np.testing.assert_array_equal(restrict_to_aoi(valid, aoi), valid & aoi)
+    assert restrict_to_aoi(valid, aoi).sum() == 4
+    with pytest.raises(InvalidRequestError, match="no valid pixel inside the AOI"):
+        restrict_to_aoi(valid, ~valid)
+    with pytest.raises(InvalidRequestError, match="does not match"):
+        restrict_to_aoi(valid, aoi[:2])
