@@ -273,13 +273,16 @@ def search_map(
     *,
     center: tuple[float, float] | None = None,
     zoom: int | None = None,
+    geocoder_url: str | None = None,
 ) -> Any:
     """The Search page map: drawing tools, the AOI, result footprints (the selected one
-    highlighted) and the true-colour preview of a loaded scene."""
+    highlighted), the true-colour preview of a loaded scene and, with ``geocoder_url``
+    (``Settings.geocoder_url``), a place search box."""
     from app.maps import build_map
 
     footprints = [(s.id, s.footprint, selected is not None and s.id == selected.id)
                   for s in results or []]
     overlays = [(preview[0], preview[1], 1.0)] if preview is not None else []
     return build_map(aoi=aoi, footprints=footprints, overlays=overlays, draw=True,
-                     center=center, zoom=zoom, static_url=static_url())
+                     center=center, zoom=zoom, static_url=static_url(),
+                     geocoder_url=geocoder_url)

@@ -12,6 +12,9 @@ Variables:
     TERRALENS_DEVICE: ``auto`` (default), ``cuda``, ``mps`` or ``cpu``.
     TERRALENS_MODEL_SIZE: default TerraMind size, ``tiny|small|base|large`` (default ``base``).
     TERRALENS_STAC_TIMEOUT: seconds per catalog request (default 20).
+    TERRALENS_GEOCODER_URL: Nominatim-compatible place search used by the Search page map's
+        search box, called from the analyst's browser (default: OpenStreetMap's Nominatim);
+        ``off`` removes the box (air-gapped deployments).
     PC_SDK_SUBSCRIPTION_KEY / PC_SDK_SUBSCRIPTION_KEY_FILE: the Planetary Computer key (needed
         for Sentinel-1 RTC), given directly or as a file (a Docker secret).
 """
@@ -21,10 +24,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from inference.errors import InvalidRequestError
 
 PLANETARY_COMPUTER_STAC_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
+#: OpenStreetMap's public Nominatim; its usage policy (no bulk or autocomplete queries):
+#: https://operations.osmfoundation.org/policies/nominatim/
+NOMINATIM_URL = "https://nominatim.openstreetmap.org/"
 
 
 def _default_data_dir() -> Path:
@@ -44,6 +51,7 @@ class Settings:
     model_size: str
     stac_timeout_s: float
     pc_subscription_key: str | None = None
+    geocoder_url: str | None = NOMINATIM_URL
 
     @property
     def runs_dir(self) -> Path:
@@ -67,6 +75,22 @@ def _float_env(name: str, default: float) -> float:
     if value <= 0:
         raise InvalidRequestError(f"{name} must be positive, got {raw!r}")
     return value
+
+
+def _geocoder_url() -> str | None:
+    """``TERRALENS_GEOCODER_URL`` as a service root ending in ``/``, or ``None`` for ``off``."""
+    raw = os.environ.get("TERRALENS_GEOCODER_URL", "").strip()
+    if not raw:
+        return NOMINATIM_URL
+    if raw.lower() == "off":
+        return None
+    parsed = urlparse(raw)
+    if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+        raise InvalidRequestError(
+            f"TERRALENS_GEOCODER_URL must be an http(s) URL of a Nominatim-compatible service "
+            f"or 'off', got {raw!r}"
+        )
+    return raw if raw.endswith("/") else f"{raw}/"
 
 
 def _subscription_key() -> str | None:
@@ -118,4 +142,5 @@ def load_settings() -> Settings:
         model_size=size,
         stac_timeout_s=_float_env("TERRALENS_STAC_TIMEOUT", 20.0),
         pc_subscription_key=_subscription_key(),
+        geocoder_url=_geocoder_url(),
     )

@@ -53,6 +53,9 @@ with side_col:
                 state.set_aoi(new_aoi, "bbox")
                 st.rerun()
     with jump_tab:
+        if settings.geocoder_url:
+            st.caption("To find a place by name, type it in the search box on the map "
+                       "(top right) and press Enter.")
         lat = st.number_input("Latitude", min_value=-90.0, max_value=90.0, value=45.0,
                               step=0.1, format="%.5f", key=W.JUMP_LAT)
         lon = st.number_input("Longitude", min_value=-180.0, max_value=180.0, value=15.0,
@@ -79,7 +82,8 @@ with side_col:
 results = state.SEARCH_RESULTS.get()
 selected = view.find_scene(results, state.SELECTED_SCENE_ID.get())
 with map_col, ui.guard("Drawing the map"):
-    fmap = view.search_map(aoi, results, selected, state.SCENE_PREVIEW.get())
+    fmap = view.search_map(aoi, results, selected, state.SCENE_PREVIEW.get(),
+                           geocoder_url=settings.geocoder_url)
     value = st_folium(
         fmap, key=W.SEARCH_MAP, height=520, use_container_width=True,
         returned_objects=["last_active_drawing"],

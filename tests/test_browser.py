@@ -1,19 +1,26 @@
 """End to end in a real headless Chromium (Playwright driving Debian's /usr/bin/chromium)
 against ``streamlit run app/main.py`` on 127.0.0.1, with the real STAC API and a stored run.
 
+The Search page's place search box talks to a Nominatim stand-in on 127.0.0.1
+(:func:`nominatim_stub`), which also plays an unreachable service.
+
 Screenshots go to ``test-artifacts/`` (gitignored) whether a test passes or fails; with
 ``TERRALENS_UPDATE_SCREENSHOTS=1`` the README screenshots in ``docs/`` are rewritten too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
@@ -21,6 +28,7 @@ import rasterio
 
 from app.layers import display_layers_for
 from app.layers_view import row_key
+from app.maps import GEOCODER_NOTHING_FOUND, GEOCODER_PLACEHOLDER, GEOCODER_UNAVAILABLE
 from tests.fixtures.app_server import ARTIFACTS, REPO, run_streamlit
 from tests.fixtures.s2_scenes import SCENE_SPECS, SceneSet, _lonlat_polygon, tile_box
 
@@ -35,13 +43,70 @@ MAP_IFRAME = 'iframe[title="streamlit_folium.st_folium"]'
 #: Milliseconds to wait for an element (first page loads import heavy modules).
 WAIT_MS = 90_000
 DOCS = REPO / "docs"
+#: The one place the Nominatim stub knows (Nominatim's JSON: strings, bbox south, north, west,
+#: east).
+PLACE = {
+    "place_id": 1, "lat": "46.0500", "lon": "14.5060", "display_name": "Ljubljana, Slovenia",
+    "boundingbox": ["45.95", "46.15", "14.40", "14.60"],
+    "address": {"city": "Ljubljana", "country": "Slovenia"},
+}
+
+
+@pytest.fixture(scope="module")
+def nominatim_stub() -> Iterator[dict[str, Any]]:
+    """A Nominatim stand-in on 127.0.0.1 answering ``/search?q=...&format=json`` with CORS open.
+
+    ``q`` containing "ljubljana" finds :data:`PLACE`; "offline" closes the connection without an
+    answer (what a browser sees of an unreachable service); "busy" answers HTTP 503 with an
+    HTML page; anything else finds nothing.
+
+    Yields:
+        ``{"url": the service root, "queries": the parsed query strings received}``.
+    """
+    queries: list[dict[str, list[str]]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urlparse(self.path)
+            query = parse_qs(url.query)
+            queries.append(query)
+            q = " ".join(query.get("q", [])).lower()
+            if "offline" in q:
+                self.close_connection = True  # no status line at all: a network error
+                return
+            if "busy" in q:  # an overloaded service: an HTML error page, not JSON
+                status, ctype, body = 503, "text/html", b"<h1>503 Service Unavailable</h1>"
+            else:
+                status, ctype = (200 if url.path == "/search" else 404), "application/json"
+                body = json.dumps([PLACE] if "ljubljana" in q else []).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield {"url": f"http://127.0.0.1:{httpd.server_port}/", "queries": queries}
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def server(
     tmp_path_factory: pytest.TempPathFactory, stac_api_url: str, sample_run: tuple[Any, Any],
+    nominatim_stub: dict[str, Any],
 ) -> Iterator[dict[str, Any]]:
-    """A Streamlit server on the test catalog, with the sample run in its store."""
+    """A Streamlit server on the test catalog and the Nominatim stub, with the sample run in
+    its store."""
     data_dir = tmp_path_factory.mktemp("browser-data")
     _, run = sample_run
     shutil.copytree(run.path, data_dir / "runs" / run.id)
@@ -52,6 +117,7 @@ def server(
         "TERRALENS_DEVICE": "cpu",
         "TERRALENS_MODEL_SIZE": "tiny",
         "HF_HUB_OFFLINE": "1",
+        "TERRALENS_GEOCODER_URL": nominatim_stub["url"],
     }
     with run_streamlit(env, data_dir / "server.log") as url:
         yield {"url": url, "run": run, "data_dir": data_dir}
@@ -115,6 +181,16 @@ _MAP_ZOOM_AT_LEAST = """(zoom) => {
     const frame = document.querySelector('iframe[title="streamlit_folium.st_folium"]');
     const map = frame && frame.contentWindow && frame.contentWindow.map_div;
     return !!map && map.getZoom() >= zoom;
+}"""
+
+
+#: JS: the st_folium map shows the point ``arg`` = [lat, lon] near its centre at zoom >= 10.
+_MAP_CENTRED_ON = """([lat, lon]) => {
+    const frame = document.querySelector('iframe[title="streamlit_folium.st_folium"]');
+    const map = frame && frame.contentWindow && frame.contentWindow.map_div;
+    if (!map) return false;
+    const c = map.getCenter();
+    return map.getZoom() >= 10 && Math.abs(c.lat - lat) < 0.05 && Math.abs(c.lng - lon) < 0.05;
 }"""
 
 
@@ -183,6 +259,55 @@ def test_search_draw_and_find_scenes(page: Any, server: dict[str, Any],
         # The footprints are on the map.
         expect(_map(page).locator("path.leaflet-interactive")).not_to_have_count(0)
         _update_docs(page, "screenshot-search.png")
+
+
+def test_place_search_on_the_map_moves_there(page: Any, server: dict[str, Any],
+                                             nominatim_stub: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    with screenshots(page, "place-search"):
+        page.goto(server["url"])
+        box = _map(page).get_by_placeholder(GEOCODER_PLACEHOLDER)
+        expect(box).to_be_visible()
+        assert not page.evaluate(_MAP_CENTRED_ON, [float(PLACE["lat"]), float(PLACE["lon"])])
+        box.fill("Ljubljana")
+        box.press("Enter")
+        # The map fits the place's bounding box and marks it with its name.
+        page.wait_for_function(_MAP_CENTRED_ON, arg=[float(PLACE["lat"]), float(PLACE["lon"])])
+        expect(_map(page).locator(".leaflet-popup-content")).to_contain_text("Ljubljana")
+    sent = nominatim_stub["queries"][-1]
+    assert sent["q"] == ["Ljubljana"] and sent["format"] == ["json"]
+
+
+def test_place_search_says_when_the_service_cannot_be_reached(page: Any,
+                                                             server: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    errors: list[Any] = []
+    page.on("pageerror", lambda err: errors.append(err))
+    with screenshots(page, "place-search-offline"):
+        page.goto(server["url"])
+        box = _map(page).get_by_placeholder(GEOCODER_PLACEHOLDER)
+        message = _map(page).locator(".leaflet-control-geocoder-error")
+        expect(box).to_be_visible()
+        zoom = page.evaluate(
+            "() => document.querySelector('iframe[title=\"streamlit_folium.st_folium\"]')"
+            ".contentWindow.map_div.getZoom()"
+        )
+        for query, text in [("offline Ljubljana", GEOCODER_UNAVAILABLE),
+                            ("Atlantis", GEOCODER_NOTHING_FOUND),
+                            ("busy Ljubljana", GEOCODER_UNAVAILABLE)]:
+            box.fill(query)
+            box.press("Enter")
+            expect(message).to_have_text(text)
+            expect(box).to_have_value(query)  # the typed name stays for another try
+        # Nothing moved and nothing was thrown; the map and "Jump to" still work.
+        assert not page.evaluate(_MAP_ZOOM_AT_LEAST, zoom + 1)
+        assert not errors, errors
+        page.get_by_role("tab", name="Jump to").click()
+        expect(page.get_by_text("search box on the map")).to_be_visible()
+        page.get_by_role("button", name="Jump to", exact=True).click()
+        page.wait_for_function(_MAP_ZOOM_AT_LEAST, arg=12)
 
 
 def test_layers_toggle_opacity_and_download(page: Any, server: dict[str, Any],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 
 import folium
@@ -26,7 +27,14 @@ from app.layers import (
     render_png,
     sample_point,
 )
-from app.maps import ASSETS_DIR, COMPARE_PANES, FOOTPRINT_HIGHLIGHT, vendored_urls
+from app.maps import (
+    ASSETS_DIR,
+    COMPARE_PANES,
+    FOOTPRINT_HIGHLIGHT,
+    GEOCODER_NOTHING_FOUND,
+    GEOCODER_UNAVAILABLE,
+    vendored_urls,
+)
 from inference.errors import InvalidRequestError
 from inference.modalities import LULC_CLASSES, MODALITY_INFO, Modality
 from tests.fixtures.runs import ORIGIN, RES
@@ -321,6 +329,7 @@ def test_map_html_loads_only_vendored_files(sample_run, overlays):
                   compare=(overlays[0][0].name, overlays[2][0].name)),
         build_map(draw=True),
         build_map(footprints=[("S2A_1", run.request.aoi, True)], basemap=None),
+        build_map(draw=True, geocoder_url="https://nominatim.openstreetmap.org/"),
     ]
     for m in maps:
         html = m.get_root().render()
@@ -339,7 +348,8 @@ def test_map_html_loads_only_vendored_files(sample_run, overlays):
 def test_every_vendored_file_exists_with_its_licence():
     for relative in vendored_urls():
         assert (ASSETS_DIR / relative).is_file(), relative
-    for package in ("leaflet", "leaflet-draw", "leaflet-side-by-side"):
+    for package in ("leaflet", "leaflet-draw", "leaflet-side-by-side",
+                    "leaflet-control-geocoder"):
         assert (ASSETS_DIR / "vendor" / package / "LICENSE").is_file()
     assert (ASSETS_DIR / "vendor" / "leaflet" / "images" / "layers.png").is_file()
     assert (ASSETS_DIR / "vendor" / "leaflet-draw" / "images" / "spritesheet.svg").is_file()
@@ -354,6 +364,35 @@ def test_draw_control_offers_rectangle_and_polygon_only():
         assert f'"{shape}": false' in options
     assert '"rectangle": {' in options and '"polygon": {' in options
     assert "id='export'" not in html
+
+
+def test_geocoder_box_loads_the_vendored_plugin_and_asks_the_configured_service():
+    service = "http://127.0.0.1:8088/nominatim"
+    m = build_map(draw=True, geocoder_url=service)
+    html = m.get_root().render()
+    refs = re.findall(r'<(?:script|link)[^>]+(?:src|href)="([^"]+)"', html)
+    assert "/app/static/vendor/leaflet-control-geocoder/Control.Geocoder.js" in refs
+    assert "/app/static/vendor/leaflet-control-geocoder/Control.Geocoder.css" in refs
+    assert "/app/static/vendor/leaflet-control-geocoder/Control.Geocoder.js" in _links(m)
+    assert f'L.Control.Geocoder.nominatim({{serviceUrl: "{service}/"}})' in html
+    assert "L.Control.geocoder({" in html
+    # Offline and "nothing found" are told apart in the box.
+    assert json.dumps(GEOCODER_UNAVAILABLE) in html and json.dumps(GEOCODER_NOTHING_FOUND) in html
+    with pytest.raises(InvalidRequestError, match="geocoder_url"):
+        build_map(geocoder_url="nominatim.local")
+
+
+def test_search_map_has_a_geocoder_unless_the_setting_is_off(monkeypatch):
+    from app.search_view import search_map
+    from app.settings import load_settings
+
+    for value, present in (("http://127.0.0.1:8088/", True), ("off", False)):
+        monkeypatch.setenv("TERRALENS_GEOCODER_URL", value)
+        html = search_map(None, None, None, None,
+                          geocoder_url=load_settings().geocoder_url).get_root().render()
+        assert ("Control.Geocoder" in html) is present, value
+        assert ("http://127.0.0.1:8088/" in html) is present, value
+        assert "L.Control.Draw" in html
 
 
 def test_footprints_have_tooltips_and_the_chosen_one_stands_out(sample_run):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import InvalidRequestError
-from app.settings import PLANETARY_COMPUTER_STAC_URL, load_settings
+from app.settings import NOMINATIM_URL, PLANETARY_COMPUTER_STAC_URL, load_settings
 
 
 @pytest.fixture
@@ -15,7 +15,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in (
         "TERRALENS_STAC_URL", "TERRALENS_DATA_DIR", "TERRALENS_MAX_AOI_KM2", "TERRALENS_WEIGHTS",
         "TERRALENS_DEVICE", "TERRALENS_MODEL_SIZE", "PC_SDK_SUBSCRIPTION_KEY",
-        "PC_SDK_SUBSCRIPTION_KEY_FILE",
+        "PC_SDK_SUBSCRIPTION_KEY_FILE", "TERRALENS_GEOCODER_URL",
     ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
@@ -32,6 +32,7 @@ def test_defaults_point_at_planetary_computer_and_a_per_user_folder(
     assert settings.runs_dir == tmp_path / "terralens" / "runs"
     assert settings.max_aoi_km2 == 100.0
     assert (settings.weights, settings.device, settings.model_size) == ("hub", "auto", "base")
+    assert settings.geocoder_url == NOMINATIM_URL == "https://nominatim.openstreetmap.org/"
 
 
 def test_environment_overrides(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -49,7 +50,9 @@ def test_environment_overrides(clean_env: pytest.MonkeyPatch, tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("name", "value"),
     [("TERRALENS_MAX_AOI_KM2", "lots"), ("TERRALENS_MAX_AOI_KM2", "-3"),
-     ("TERRALENS_DEVICE", "tpu"), ("TERRALENS_MODEL_SIZE", "huge")],
+     ("TERRALENS_DEVICE", "tpu"), ("TERRALENS_MODEL_SIZE", "huge"),
+     ("TERRALENS_GEOCODER_URL", "ftp://geocoder.local/"),
+     ("TERRALENS_GEOCODER_URL", "nominatim.local")],
 )
 def test_bad_values_name_the_variable_and_the_value(
     clean_env: pytest.MonkeyPatch, name: str, value: str
@@ -68,3 +71,16 @@ def test_subscription_key_from_a_secret_file(clean_env: pytest.MonkeyPatch, tmp_
     clean_env.setenv("PC_SDK_SUBSCRIPTION_KEY_FILE", str(tmp_path / "missing"))
     with pytest.raises(InvalidRequestError, match="cannot be read"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("http://127.0.0.1:8088/nominatim", "http://127.0.0.1:8088/nominatim/"),
+     ("https://geocoder.example.org/", "https://geocoder.example.org/"),
+     ("  ", NOMINATIM_URL), ("off", None), (" OFF ", None)],
+)
+def test_geocoder_url_is_a_service_root_or_off(
+    clean_env: pytest.MonkeyPatch, value: str, expected: str | None
+) -> None:
+    clean_env.setenv("TERRALENS_GEOCODER_URL", value)
+    assert load_settings().geocoder_url == expected

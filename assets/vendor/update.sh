@@ -10,6 +10,9 @@ set -euo pipefail
 LEAFLET_VERSION=1.9.4
 LEAFLET_DRAW_VERSION=1.0.4
 SIDE_BY_SIDE_VERSION=2.2.0
+# 3.x: its Nominatim geocoder rejects on network errors (2.x answers "nothing found"), which
+# lets the map tell "offline" from "no such place". 3.x supports Leaflet ^1.6.0.
+GEOCODER_VERSION=3.3.1
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 WORK="$(mktemp -d)"
@@ -19,8 +22,9 @@ cd "$WORK"
 npm pack --silent \
     "leaflet@${LEAFLET_VERSION}" \
     "leaflet-draw@${LEAFLET_DRAW_VERSION}" \
-    "leaflet-side-by-side@${SIDE_BY_SIDE_VERSION}" >/dev/null
-for pkg in leaflet leaflet-draw leaflet-side-by-side; do
+    "leaflet-side-by-side@${SIDE_BY_SIDE_VERSION}" \
+    "leaflet-control-geocoder@${GEOCODER_VERSION}" >/dev/null
+for pkg in leaflet leaflet-draw leaflet-side-by-side leaflet-control-geocoder; do
     mkdir -p "$pkg"
     tar -xzf "$pkg"-[0-9]*.tgz -C "$pkg" --strip-components=1
 done
@@ -81,9 +85,18 @@ cp leaflet-side-by-side/layout.css leaflet-side-by-side/range.css \
    leaflet-side-by-side/range-icon.png "$dst/"
 cp leaflet-side-by-side/LICENSE "$dst/LICENSE"
 
+# --- leaflet-control-geocoder: the UMD build (sets L.Control.Geocoder / L.Control.geocoder for
+# a plain <script> tag) and its stylesheet, whose icons are inline data: URLs (no images).
+dst="$HERE/leaflet-control-geocoder"
+rm -rf "$dst" && mkdir -p "$dst"
+cp leaflet-control-geocoder/dist/Control.Geocoder.js leaflet-control-geocoder/dist/Control.Geocoder.css \
+   "$dst/"
+cp leaflet-control-geocoder/LICENSE "$dst/LICENSE"
+
 cat > "$HERE/VERSIONS.txt" <<VERSIONS_TEXT
 leaflet ${LEAFLET_VERSION}
 leaflet-draw ${LEAFLET_DRAW_VERSION}
 leaflet-side-by-side ${SIDE_BY_SIDE_VERSION}
+leaflet-control-geocoder ${GEOCODER_VERSION}
 VERSIONS_TEXT
 echo "vendored: $(tr '\n' ' ' < "$HERE/VERSIONS.txt")"
