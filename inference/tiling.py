@@ -280,9 +280,9 @@ def tiled_apply(
             progress(done, total)
     if out_sum is None:  # pragma: no cover - plan_chips always returns at least one chip
         raise InvalidRequestError("Nothing to tile.")
-    weights = weight_sum[None, :h, :w]
-    blended = np.divide(
-        out_sum[:, :h, :w], weights, out=np.full_like(out_sum[:, :h, :w], np.nan),
-        where=weights > 0,
-    )
+    # Divide in place (no second full-size float64 array at the memory peak).
+    weights = weight_sum[:h, :w]
+    blended = out_sum[:, :h, :w]
+    np.divide(blended, weights[None], out=blended, where=weights[None] > 0)
+    blended[:, weights == 0] = np.nan
     return blended.astype(np.float32)
