@@ -79,8 +79,10 @@ class GenerationJob:
 
     def params(self) -> dict[str, Any]:
         """The parameters that decide the outputs (part of the run's cache key)."""
+        # "extent": outputs cover the AOI polygon (runs stored before clipping covered its
+        # bounding box and must not answer a request now).
         params: dict[str, Any] = {"size": self.size, "timesteps": self.timesteps,
-                                  "seed": self.seed}
+                                  "seed": self.seed, "extent": "aoi"}
         if self.task == Task.GENERATION:
             params["outputs"] = [m.value for m in self.outputs]
         if self.checkpoint:

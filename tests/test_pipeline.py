@@ -66,6 +66,7 @@ def test_generation_is_stored_and_the_same_request_is_answered_from_the_store(
     assert again.id == run.id and len(calls) == 1  # no model, no scene read the second time
     other_seed = GenerationJob(**{**job.__dict__, "seed": 4})
     assert find_existing(other_seed, settings=settings, store=store) is None
+    assert run.provenance["extent"] == "aoi"  # not answered by runs of the whole bounding box
 
 
 def test_outputs_are_clipped_to_a_drawn_polygon(
