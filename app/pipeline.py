@@ -162,7 +162,8 @@ def execute_generation(
             f"TerraMind runs on Sentinel-2 L2A here; the loaded scene is "
             f"{scene.attrs.get('modality')!r}. Pick a sentinel-2-l2a scene."
         )
-    layers = _run_inference(job, scene, model_provider, progress, cancel)
+    layers = _run_inference(job, scene, model_provider, progress, cancel,
+                            device=job.extra.get("device", settings.device))
     provenance = _provenance(job, scene, layers)
     return store.save(run_request(job, settings), layers, provenance=provenance,
                       input_layer=scene)
@@ -202,6 +203,8 @@ def _run_inference(
     model_provider: ModelProvider,
     progress: ProgressFn | None,
     cancel: CancelFn | None,
+    *,
+    device: str,
 ) -> dict[str, xr.DataArray]:
     from inference.generate import GenerationTask, generate
     from inference.models import DEVICE_LOCK
@@ -229,8 +232,9 @@ def _run_inference(
             "use zero-shot water (no --checkpoint) instead."
         ) from err
 
-    tim_model = load_tim_checkpoint(str(job.checkpoint), device=job.extra.get("device", "auto"))
+    # The configured device (TERRALENS_DEVICE) applies to checkpoints as to generation models.
+    tim_model = load_tim_checkpoint(str(job.checkpoint), device=device)
     with DEVICE_LOCK:
-        return segment(tim_model, {Modality.S2L2A: scene},
+        return segment(tim_model, {Modality.S2L2A: scene}, seed=job.seed,
                        progress=_wrap_progress(progress, "segmenting"), cancel=cancel,
                        aoi_mask=inside)

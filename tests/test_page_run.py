@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import rasterio
 from pyproj import Transformer
 
 from app import model_cache
@@ -131,6 +133,108 @@ def test_zero_shot_water_stores_prediction_and_its_lulc(
     [run] = RunStore(app_env / "runs").list_runs()
     assert run.request.task == "water"
     assert {"WATER", "LULC"} <= set(run.layer_names)
+
+
+def _choose_tim(at: Any, checkpoint: str) -> Any:
+    """Pick the fine-tuned TiM task and type ``checkpoint`` into its field."""
+    at.radio(key=W.TASK).set_value("tim").run()
+    assert not at.multiselect, "a TiM checkpoint needs no output choice"
+    at.text_input(key=W.CHECKPOINT).input(checkpoint).run()
+    return at
+
+
+@pytest.mark.model
+def test_fine_tuned_tim_checkpoint_runs_from_the_page(
+    app_env: Path, tim_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import inference.tim
+
+    loads: list[tuple[str, Any]] = []
+    real_load = inference.tim.load_tim_checkpoint
+
+    def load(path_or_repo_id: Any, **kwargs: Any) -> Any:
+        loads.append((str(path_or_repo_id), kwargs.get("device")))
+        return real_load(path_or_repo_id, **kwargs)
+
+    monkeypatch.setattr(inference.tim, "load_tim_checkpoint", load)
+    at = _choose_tim(_seeded().run(), str(tim_checkpoint))
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.button(key=W.RUN).click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert any("Finished" in s.value for s in at.success)
+    # The checkpoint from the text field is the one loaded, on the configured device.
+    assert [path for path, _ in loads] == [str(tim_checkpoint)]
+    assert str(loads[0][1]) == "cpu", "TERRALENS_DEVICE=cpu applies to TiM checkpoints too"
+
+    [run] = RunStore(app_env / "runs").list_runs()
+    assert at.session_state["run_id"] == run.id
+    assert run.request.task == "tim"
+    assert run.request.params_dict["checkpoint"] == str(tim_checkpoint)
+    assert {"PREDICTION", "PREDICTION_PROB", "TIM_LULC"} <= set(run.layer_names)
+    summary = "\n".join(m.value for m in at.markdown)
+    assert "`PREDICTION`" in summary and "`TIM_LULC`" in summary
+    assert "Fine-tuned TiM checkpoint" in summary
+    # What the Layers page will offer: the prediction [P], the backbone's land cover [G].
+    shown = {layer.source: layer for layer in run.display_layers()}
+    assert shown["PREDICTION"].name.startswith("[P] ") and not shown["PREDICTION"].synthetic
+    assert shown["TIM_LULC"].name.startswith("[G] ") and shown["TIM_LULC"].synthetic
+    # Provenance names the checkpoint that produced the layers.
+    provenance = run.provenance
+    assert provenance["task"] == "tim"
+    assert provenance["checkpoint"] == f"local:{tim_checkpoint.resolve()}"
+    assert provenance["model"] == "terramind_v1_tiny_tim"
+    # The stored COGs cover exactly the scene window.
+    scene = at.session_state["scene"]
+    for name in ("PREDICTION", "TIM_LULC"):
+        with rasterio.open(run.layer_path(name)) as src:
+            assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+            assert (src.height, src.width) == (scene.sizes["y"], scene.sizes["x"]) == (48, 40)
+            assert src.crs == scene.rio.crs and src.transform == scene.rio.transform()
+            data = src.read(1)
+        assert data.dtype == np.uint8
+    with rasterio.open(run.layer_path("PREDICTION")) as src:
+        pred = src.read(1)
+        assert src.nodata == inference.tim.PREDICTION_NODATA
+    assert set(np.unique(pred)) <= {0, 1}, "2 classes, every pixel valid and inside the AOI"
+    # The same checkpoint again is answered from the store, without loading it.
+    at.button(key=W.RUN).click().run()
+    assert any("Answered from the run store" in s.value for s in at.success)
+    assert len(loads) == 1 and len(RunStore(app_env / "runs").list_runs()) == 1
+    # Another seed is another run, and the TiM sampler really ran with it.
+    at.number_input(key=W.SEED).set_value(7).run()
+    at.button(key=W.RUN).click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    [reseeded] = [r for r in RunStore(app_env / "runs").list_runs() if r.id != run.id]
+    assert reseeded.request.params_dict["seed"] == 7
+    assert reseeded.provenance["seed"] == 7
+    assert reseeded.load_layer("TIM_LULC").attrs["seed"] == 7
+    assert not np.array_equal(reseeded.load_layer("TIM_LULC").values,
+                              run.load_layer("TIM_LULC").values)
+
+
+def test_a_missing_tim_checkpoint_is_an_error_not_a_crash(
+    app_env: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere" / "flood.ckpt"
+    at = _choose_tim(_seeded().run(), str(missing))
+    at.button(key=W.RUN).click().run()
+    assert not at.exception
+    assert any(str(missing) in e.value and "check the path" in e.value for e in at.error), \
+        [e.value for e in at.error]
+    assert not any("terralens weights download" in i.value for i in at.info)
+    assert not at.success
+    assert "run_id" not in at.session_state or at.session_state["run_id"] is None
+    assert not (app_env / "runs").exists() or not RunStore(app_env / "runs").list_runs()
+
+
+def test_tim_without_a_checkpoint_asks_for_one(app_env: Path) -> None:
+    at = _seeded().run()
+    at.radio(key=W.TASK).set_value("tim").run()
+    at.button(key=W.RUN).click().run()
+    assert not at.exception
+    assert any("needs a checkpoint path or repo id" in e.value for e in at.error)
+    assert not (app_env / "runs").exists() or not RunStore(app_env / "runs").list_runs()
 
 
 def test_an_interrupted_run_is_reported(app_env: Path) -> None:
