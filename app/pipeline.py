@@ -81,8 +81,9 @@ class GenerationJob:
         """The parameters that decide the outputs (part of the run's cache key)."""
         # "extent": outputs cover the AOI polygon (runs stored before clipping covered its
         # bounding box and must not answer a request now).
-        params: dict[str, Any] = {"size": self.size, "timesteps": self.timesteps,
-                                  "seed": self.seed, "extent": "aoi"}
+        params: dict[str, Any] = {"seed": self.seed, "extent": "aoi"}
+        if self.task != Task.TIM:  # a checkpoint fixes its own model; TiM has no diffusion steps
+            params |= {"size": self.size, "timesteps": self.timesteps}
         if self.task == Task.GENERATION:
             params["outputs"] = [m.value for m in self.outputs]
         if self.checkpoint:
@@ -91,6 +92,8 @@ class GenerationJob:
 
 
 def _model_name(job: GenerationJob) -> str:
+    if job.task == Task.TIM:
+        return f"fine-tuned TiM checkpoint {job.checkpoint}"
     return f"terramind_v1_{job.size}_generate"
 
 

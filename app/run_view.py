@@ -108,7 +108,8 @@ def estimate_text(scene: Any, task: str, outputs: tuple[Modality, ...], *, times
     chips, seconds = estimate(h, w, gen_task, device=device.split(":")[0] or "cpu", size=size,
                               mask=wanted)
     skipped = count_chips(h, w, gen_task.chip, gen_task.overlap) - chips
-    what = "generation" if task == "generation" else "land cover for the water map"
+    what = {"generation": "generation", "tim": "segmentation (estimated as generating its "
+            "land cover)"}.get(task, "land cover for the water map")
     note = (f" ({skipped} chip{'s' if skipped != 1 else ''} of the bounding box hold no AOI "
             "pixel with data and are skipped)") if skipped else ""
     return (f"{w} × {h} px window → **{chips} chip{'s' if chips != 1 else ''}** of "

@@ -128,7 +128,7 @@ if run_clicked:
                 # stays behind and the next run of this page reports the interruption.
                 state.RUN_PROGRESS.clear()
                 cancel_slot.empty()
-                if isinstance(err, WeightsUnavailableError):
+                if isinstance(err, WeightsUnavailableError) and job.task != "tim":
                     st.info(view.weights_advice(job.size, job.outputs))
                 elif isinstance(err, OutOfMemoryError):
                     st.info("Pick a smaller model, fewer outputs or a smaller AOI.")

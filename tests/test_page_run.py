@@ -201,6 +201,11 @@ def test_fine_tuned_tim_checkpoint_runs_from_the_page(
     at.button(key=W.RUN).click().run()
     assert any("Answered from the run store" in s.value for s in at.success)
     assert len(loads) == 1 and len(RunStore(app_env / "runs").list_runs()) == 1
+    # Model size and diffusion steps do not apply to a checkpoint: still the same run.
+    at.number_input(key=W.TIMESTEPS).set_value(3).run()
+    at.button(key=W.RUN).click().run()
+    assert any("Answered from the run store" in s.value for s in at.success)
+    assert len(loads) == 1 and len(RunStore(app_env / "runs").list_runs()) == 1
     # Another seed is another run, and the TiM sampler really ran with it.
     at.number_input(key=W.SEED).set_value(7).run()
     at.button(key=W.RUN).click().run()
