@@ -109,31 +109,32 @@ def results_map(samples: np.ndarray, true_lonlat: Sequence[float] | None,
 
     import folium
 
-    from app.maps import build_map
+    from app.maps import add_layers, build_map
 
     centre = ((float(true_lonlat[1]), float(true_lonlat[0])) if true_lonlat
               else (20.0, 0.0))
     fmap = build_map(center=centre, zoom=2, static_url=static_url)
+    layers: list[Any] = []
     density = density_png(samples)
     if density is not None:
         png, bounds = density
-        folium.raster_layers.ImageOverlay(
+        layers.append(folium.raster_layers.ImageOverlay(
             image="data:image/png;base64," + base64.b64encode(png).decode("ascii"),
             bounds=[list(bounds[0]), list(bounds[1])], opacity=0.8, name="Sample density",
             interactive=False,
-        ).add_to(fmap)
+        ))
     points = folium.FeatureGroup(name="Samples")
     for lon, lat in np.asarray(samples, dtype=float).reshape(-1, 2):
         folium.CircleMarker([float(lat), float(lon)], radius=3, color="#ffffff", weight=1,
                             fill=True, fill_color="#3fa7d6", fill_opacity=0.9,
                             tooltip=f"{lat:.3f}, {lon:.3f}").add_to(points)
-    points.add_to(fmap)
+    layers.append(points)
     if true_lonlat:
-        folium.Marker([float(true_lonlat[1]), float(true_lonlat[0])],
-                      tooltip="True scene centre",
-                      icon=folium.DivIcon(html='<div class="terralens-true-centre" '
-                                          'style="font-size:22px;color:#ff3d7f">✚</div>')
-                      ).add_to(fmap)
+        layers.append(folium.Marker(
+            [float(true_lonlat[1]), float(true_lonlat[0])], tooltip="True scene centre",
+            icon=folium.DivIcon(html='<div class="terralens-true-centre" '
+                                'style="font-size:22px;color:#ff3d7f">✚</div>')))
+    add_layers(fmap, *layers)
     return fmap
 
 

@@ -78,6 +78,19 @@ GEOCODER_UNAVAILABLE = (
 )
 
 
+def add_layers(m: folium.Map, *layers: Any) -> None:
+    """Add layers to a map made by :func:`build_map`, keeping its layer control last.
+
+    Folium writes the map's script in insertion order; a layer control written before a layer
+    it lists throws in the browser and stops the script (the map frame stays 0 px high).
+    """
+    for layer in layers:
+        layer.add_to(m)
+    for name, child in list(m._children.items()):
+        if isinstance(child, folium.LayerControl):
+            m._children.move_to_end(name)
+
+
 def static_url_for(base_url_path: str = "") -> str:
     """Static root for a Streamlit ``server.baseUrlPath`` (``""`` → ``/app/static``)."""
     base = base_url_path.strip("/")

@@ -397,3 +397,88 @@ def test_load_a_scene_run_and_cancel(page: Any, server: dict[str, Any]) -> None:
         cancel.click()
         expect(page.get_by_text(re.compile("Run cancelled after"))).to_be_visible()
     assert {r.id for r in store.list_runs()} == before, "a cancelled run stores nothing"
+
+
+#: JS: the st_folium map's Leaflet view as ``[lat, lng, zoom]`` (``null`` before it exists).
+_MAP_VIEW = """() => {
+    const frame = document.querySelector('iframe[title="streamlit_folium.st_folium"]');
+    const map = frame && frame.contentWindow && frame.contentWindow.map_div;
+    if (!map || !map.getCenter) return null;  // the div (id map_div) before Leaflet
+    const c = map.getCenter();
+    return [c.lat, c.lng, map.getZoom()];
+}"""
+
+
+def _slider(page: Any, label: str) -> Any:
+    """The thumb of the Streamlit slider labelled ``label`` (exactly)."""
+    return (page.get_by_test_id("stSlider")
+            .filter(has=page.get_by_test_id("stWidgetLabel").get_by_text(label, exact=True))
+            .get_by_role("slider"))
+
+
+@pytest.mark.model
+def test_geolocate_a_land_cover_prompt_with_untrained_weights(page: Any,
+                                                              server: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    n = 4  # one model call (batch size 16)
+    errors: list[Any] = []
+    page.on("pageerror", lambda err: errors.append(err))
+    with screenshots(page, "geolocate"):
+        page.goto(server["url"])
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Geolocate").click()
+        expect(page.get_by_role("heading", name="Geolocate")).to_be_visible()
+        # The untrained weights are announced before anything is sampled.
+        expect(page.get_by_test_id("stAlertContentWarning").filter(
+            has_text="untrained models rarely even produce valid coordinates")).to_be_visible()
+
+        # A land-cover prompt: 60% bare ground (from the default 100%), 40% water; 5% steps.
+        page.get_by_test_id("stRadio").get_by_text("From a land-cover prompt").click()
+        bare = _slider(page, "Bare ground")
+        expect(bare).to_have_value("100")
+        bare.focus()
+        for _ in range(8):
+            bare.press("ArrowLeft")
+        expect(bare).to_have_value("60")
+        water = _slider(page, "Water")
+        water.focus()
+        for _ in range(8):
+            water.press("ArrowRight")
+        expect(water).to_have_value("40")
+        expect(page.get_by_text("Total 100% · Water 40%, Bare ground 60%")).to_be_visible()
+
+        samples = page.get_by_label("Samples", exact=True)
+        samples.fill(str(n))
+        samples.press("Enter")
+        _wait_idle(page)
+        run = page.get_by_role("button", name="Sample locations")
+        expect(run).to_be_enabled()
+        run.click()
+
+        # The result: a warning that every sample of the blank untrained vocabulary is invalid,
+        # the summary table with the counts and the reason, and the world map with no points.
+        expect(page.get_by_role("heading", name="Where TerraMind places it")).to_be_visible()
+        expect(page.get_by_text(
+            f"{n} of {n} samples were not valid coordinates and are not plotted.")).to_be_visible()
+        # The summary table (a canvas; its cells are mirrored in an accessible table).
+        cells = page.get_by_test_id("stDataFrame").locator("table[role=grid] tbody td")
+        expect(cells).to_have_text(["Samples drawn", str(n), "Valid coordinates", "0",
+                                    "Invalid (not plotted)", f"{n} — unparsable: {n}"])
+        # The world map is drawn (its iframe has a height), at the page's world view, with its
+        # base map tiles and the layer control listing the (empty) samples layer: no points,
+        # no density overlay.
+        expect(page.locator(MAP_IFRAME)).to_be_visible()
+        leaflet = _map(page).locator(".leaflet-container")
+        expect(leaflet).to_be_visible()
+        page.wait_for_function(_MAP_VIEW)
+        assert page.evaluate(_MAP_VIEW) == pytest.approx([20, 0, 2], abs=0.5)  # lat, lon, zoom
+        expect(leaflet.locator(".leaflet-tile-pane img.leaflet-tile")).not_to_have_count(0)
+        expect(leaflet.locator(".leaflet-control-layers-overlays")).to_contain_text("Samples")
+        expect(leaflet.locator("path.leaflet-interactive")).to_have_count(0)
+        expect(leaflet.locator(".leaflet-image-layer")).to_have_count(0)
+        for label in ("Samples (GeoJSON)", "Samples (CSV)"):
+            expect(page.get_by_role("button", name=label)).to_be_visible()
+        _wait_idle(page)
+        expect(page.get_by_test_id("stException")).to_have_count(0)
+        expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
+    assert not errors, errors

@@ -88,6 +88,11 @@ def test_results_map_loads_no_cdn_script() -> None:
     assert "heat" not in html.lower()
     assert html.count("L.circleMarker(") == 2
     assert "L.imageOverlay(" in html
+    # The layer control is written after every layer it lists (else the map script throws
+    # in the browser and the map never shows).
+    control = html.index("L.control.layers(")
+    assert control > html.rindex("L.circleMarker(")
+    assert control > html.index("L.imageOverlay(") and control > html.index("L.marker(")
 
 
 def test_composition_and_geojson_carry_the_prompt() -> None:
