@@ -190,8 +190,16 @@ def _is_probability_stack(name: str, da: xr.DataArray, modality: Modality | None
     )
 
 
+#: How layer-name words are spelled when a layer has no modality of its own.
+_SPELLING = {m.value.lower(): m.value for m in Modality} | {"tim": "TiM"}
+
+
 def _pretty(name: str) -> str:
-    return name.replace("_", " ").strip().capitalize()
+    """``WATER_CONFIDENCE`` → "Water confidence", ``TIM_LULC`` → "TiM LULC"."""
+    words = [_SPELLING.get(w.lower(), w.lower()) for w in name.replace("_", " ").split()]
+    if words and words[0].islower():
+        words[0] = words[0].capitalize()
+    return " ".join(words)
 
 
 def _auto_range(values: np.ndarray, step: float) -> tuple[float, float]:

@@ -439,3 +439,17 @@ def test_bad_map_arguments_are_refused(overlays):
         build_map(basemap="Google")
     with pytest.raises(InvalidRequestError, match="unique"):
         build_map(overlays=[(layer, rendered, 0.5), (layer, rendered, 0.5)])
+
+
+
+def test_layer_names_without_a_modality_read_well() -> None:
+    grid = {"dims": ("band", "y", "x"), "coords": {"y": [1.5, 0.5], "x": [0.5, 1.5]}}
+    tim_lulc = xr.DataArray(np.ones((1, 2, 2), np.uint8), **grid)
+    tim_lulc = tim_lulc.assign_coords(band=["LULC"]).assign_attrs(
+        kind="generated", synthetic=True, units="class",
+        class_names=json.dumps(["No data", "Water"]))
+    confidence = xr.DataArray(np.full((1, 2, 2), 0.5, np.float32), **grid).assign_coords(
+        band=["WATER_CONFIDENCE"]).assign_attrs(kind="prediction", units="probability")
+    names = {d.name for d in display_layers_for({"TIM_LULC": tim_lulc,
+                                                 "WATER_CONFIDENCE": confidence})}
+    assert names == {"[G] TiM LULC", "[P] Water confidence"}
