@@ -30,7 +30,7 @@ from pyproj import Geod
 from shapely.geometry import Polygon, box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from inference.errors import InvalidAOIError
+from inference.errors import InvalidAOIError, InvalidRequestError
 
 #: The ellipsoid used for every geodesic area and distance in TerraLens.
 GEOD = Geod(ellps="WGS84")
@@ -63,6 +63,30 @@ def _geometry_from_mapping(geometry: Mapping[str, Any]) -> BaseGeometry:
             f"AOI geometry of type {gtype!r} cannot be read ({err})"
         ) from err
     return geom
+
+
+def geojson_geometry(obj: Any, *, what: str = "geometry") -> dict[str, Any]:
+    """The GeoJSON geometry of a geometry dict, a Feature, GeoJSON text or an :class:`AOI`.
+
+    Args:
+        obj: What to read.
+        what: How the error messages name ``obj`` (e.g. ``"aoi"``).
+
+    Raises:
+        InvalidRequestError: ``obj`` is none of these.
+    """
+    if hasattr(obj, "geometry") and not isinstance(obj, Mapping):  # an AOI
+        obj = obj.geometry
+    if isinstance(obj, str):
+        try:
+            obj = json.loads(obj)
+        except json.JSONDecodeError as err:
+            raise InvalidRequestError(f"{what} is not GeoJSON text: {obj[:80]!r}") from err
+    if isinstance(obj, Mapping) and obj.get("type") == "Feature":
+        obj = obj.get("geometry")
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("type"), str):
+        raise InvalidRequestError(f"{what} must be a GeoJSON geometry, got {obj!r}")
+    return dict(obj)
 
 
 def geodesic_area_km2(geom: BaseGeometry) -> float:

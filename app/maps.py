@@ -12,7 +12,6 @@ are drawn by Streamlit from :func:`app.layers.legend_html`.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from branca.element import MacroElement
 from folium.elements import JSCSSMixin
 from folium.template import Template
 
+from app.aoi import geojson_geometry
 from inference.errors import InvalidRequestError
 
 if TYPE_CHECKING:
@@ -242,22 +242,6 @@ class _MapNote(MacroElement):
         self.text = text
 
 
-def _geometry(obj: Any) -> dict[str, Any]:
-    """A GeoJSON geometry from a geometry dict, a Feature, JSON text or an ``AOI``-like object."""
-    if hasattr(obj, "geometry") and not isinstance(obj, Mapping):
-        obj = obj.geometry
-    if isinstance(obj, str):
-        try:
-            obj = json.loads(obj)
-        except json.JSONDecodeError as err:
-            raise InvalidRequestError(f"not GeoJSON text: {obj[:80]!r}") from err
-    if isinstance(obj, Mapping) and obj.get("type") == "Feature":
-        obj = obj.get("geometry")
-    if not isinstance(obj, Mapping) or "type" not in obj:
-        raise InvalidRequestError(f"expected a GeoJSON geometry, got {obj!r}")
-    return dict(obj)
-
-
 def _geometry_bounds(geometry: Mapping[str, Any]) -> tuple[float, float, float, float]:
     try:
         geom = shapely.geometry.shape(geometry)
@@ -341,8 +325,9 @@ def build_map(
                 f"compare needs two different overlay names among {names!r}, got {compare!r}"
             )
 
-    aoi_geometry = _geometry(aoi) if aoi is not None else None
-    footprint_geoms = [(str(fid), _geometry(geom), bool(hi)) for fid, geom, hi in footprints]
+    aoi_geometry = geojson_geometry(aoi, what="aoi") if aoi is not None else None
+    footprint_geoms = [(str(fid), geojson_geometry(geom, what="footprint"), bool(hi))
+                       for fid, geom, hi in footprints]
     fit = _union_bounds([_geometry_bounds(aoi_geometry)] if aoi_geometry else [])
     if fit is None and overlays:
         fit = _union_bounds([(r.bounds[0][1], r.bounds[0][0], r.bounds[1][1], r.bounds[1][0])

@@ -35,6 +35,7 @@ import pystac
 import shapely.geometry
 import xarray as xr
 
+from app.aoi import geojson_geometry
 from app.exports import jsonable, read_layer, write_cog
 from inference.errors import InvalidRequestError, RunStoreError
 
@@ -66,18 +67,8 @@ def _round_coords(obj: Any) -> Any:
     raise InvalidRequestError(f"GeoJSON coordinates must be numbers, got {obj!r}")
 
 
-def _normalise_geometry(aoi: Any) -> dict[str, Any]:
-    if hasattr(aoi, "geometry") and not isinstance(aoi, Mapping):  # app.aoi.AOI
-        aoi = aoi.geometry
-    if isinstance(aoi, str):
-        try:
-            aoi = json.loads(aoi)
-        except json.JSONDecodeError as err:
-            raise InvalidRequestError(f"aoi is not GeoJSON text: {aoi[:80]!r}") from err
-    if isinstance(aoi, Mapping) and aoi.get("type") == "Feature":
-        aoi = aoi.get("geometry")
-    if not isinstance(aoi, Mapping) or not isinstance(aoi.get("type"), str):
-        raise InvalidRequestError(f"aoi must be a GeoJSON geometry, got {aoi!r}")
+def _normalise_geometry(value: Any) -> dict[str, Any]:
+    aoi = geojson_geometry(value, what="aoi")
     if "coordinates" not in aoi:
         raise InvalidRequestError(f"aoi of type {aoi['type']!r} has no coordinates")
     return {"type": str(aoi["type"]), "coordinates": _round_coords(aoi["coordinates"])}
