@@ -96,20 +96,26 @@ def test_zero_shot_water_end_to_end_with_a_real_model(tiny_lulc_model: Any) -> N
     assert sum(s["area_km2"] for s in stats) == pytest.approx(120 * 90 * 100 / 1e6)
 
 
+def _segment_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                 *args: str) -> Path:
+    """Run ``terralens segment`` on the test scene (tiny, untrained, CPU); the run folder."""
+    monkeypatch.setenv("TERRALENS_WEIGHTS", "untrained")
+    monkeypatch.setenv("TERRALENS_DEVICE", "cpu")
+    code = main(["segment", "--item", "S2B_T33TWL_20211105_A", "--bbox",
+                 "15.008,45.005,15.02,45.015", "--model", "tiny", *args])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return Path(captured.out.strip())
+
+
 @pytest.mark.integration
 @pytest.mark.model
 def test_cli_segment_without_checkpoint_maps_water(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stac_api_url: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("TERRALENS_WEIGHTS", "untrained")
-    monkeypatch.setenv("TERRALENS_DEVICE", "cpu")
-    code = main(["segment", "--item", "S2B_T33TWL_20211105_A", "--bbox",
-                 "15.008,45.005,15.02,45.015", "--model", "tiny", "--stac-url", stac_api_url,
-                 "--out", str(tmp_path)])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    run_dir = Path(captured.out.strip())
+    run_dir = _segment_cli(monkeypatch, capsys, "--stac-url", stac_api_url,
+                           "--out", str(tmp_path))
     assert {"WATER.tif", "WATER_CONFIDENCE.tif", "LULC.tif", "item.json"} <= {
         p.name for p in run_dir.iterdir()}
 
@@ -120,14 +126,8 @@ def test_cli_segment_with_a_fine_tuned_tim_checkpoint(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stac_api_url: str, tim_checkpoint: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("TERRALENS_WEIGHTS", "untrained")
-    monkeypatch.setenv("TERRALENS_DEVICE", "cpu")
-    code = main(["segment", "--item", "S2B_T33TWL_20211105_A", "--bbox",
-                 "15.008,45.005,15.02,45.015", "--model", "tiny", "--stac-url", stac_api_url,
-                 "--checkpoint", str(tim_checkpoint), "--out", str(tmp_path)])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    run_dir = Path(captured.out.strip())
+    run_dir = _segment_cli(monkeypatch, capsys, "--stac-url", stac_api_url,
+                           "--checkpoint", str(tim_checkpoint), "--out", str(tmp_path))
     with rasterio.open(run_dir / "PREDICTION.tif") as pred, \
             rasterio.open(run_dir / "input.tif") as inp:
         assert pred.transform == inp.transform and pred.shape == inp.shape
