@@ -96,15 +96,16 @@ def estimate_text(scene: Any, task: str, outputs: tuple[Modality, ...], *, times
     import numpy as np
 
     from inference.generate import GenerationTask, estimate
-    from inference.tiling import count_chips
+    from inference.tiling import count_chips, restrict_to_aoi
 
     h, w = int(scene.sizes["y"]), int(scene.sizes["x"])
     gen_task = GenerationTask(outputs=outputs, timesteps=int(timesteps))
-    wanted = np.isfinite(np.asarray(scene.values)).all(axis=0)
-    if aoi_json:
-        wanted &= aoi_mask(scene, AOI.from_json(aoi_json))
-    if not wanted.any():
-        return "The scene has no valid pixel inside the AOI: move the AOI or pick another scene."
+    valid = np.isfinite(np.asarray(scene.values)).all(axis=0)
+    inside = aoi_mask(scene, AOI.from_json(aoi_json)) if aoi_json else np.ones_like(valid)
+    try:
+        wanted = restrict_to_aoi(valid, inside)  # what generate() will compute
+    except InvalidRequestError as err:
+        return str(err)
     chips, seconds = estimate(h, w, gen_task, device=device.split(":")[0] or "cpu", size=size,
                               mask=wanted)
     skipped = count_chips(h, w, gen_task.chip, gen_task.overlap) - chips

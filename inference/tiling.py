@@ -150,16 +150,25 @@ def restrict_to_aoi(valid: np.ndarray, aoi_mask: np.ndarray | None) -> np.ndarra
     return wanted
 
 
+def _chips_to_run(
+    h: int, w: int, chip: int, overlap: int, mask: np.ndarray | None
+) -> list[ChipWindow]:
+    """The plan of an ``h × w`` window, only its chips touching ``mask`` when one is given."""
+    if mask is None:
+        return plan_chips(h, w, chip, overlap)
+    if np.shape(mask) != (h, w):
+        raise InvalidRequestError(
+            f"mask must have the array's shape {(h, w)!r}, got {np.shape(mask)!r}."
+        )
+    return chips_for_mask(np.asarray(mask, dtype=bool), chip, overlap)
+
+
 def count_chips(
     h: int, w: int, chip: int = 224, overlap: int = 32, mask: np.ndarray | None = None
 ) -> int:
     """Number of chips :func:`tiled_apply` runs for an ``h × w`` window (for estimates),
     counting only chips that touch ``mask`` when one is given."""
-    if mask is None:
-        return len(plan_chips(h, w, chip, overlap))
-    if np.shape(mask) != (h, w):
-        raise InvalidRequestError(f"mask must have shape {(h, w)!r}, got {np.shape(mask)!r}.")
-    return len(chips_for_mask(mask, chip, overlap))
+    return len(_chips_to_run(h, w, chip, overlap, mask))
 
 
 def blend_window(chip: int, overlap: int) -> np.ndarray:
@@ -228,14 +237,7 @@ def tiled_apply(
             f"shape {getattr(array, 'shape', None)!r}."
         )
     _, h, w = array.shape
-    if mask is None:
-        plan = plan_chips(h, w, chip, overlap)
-    elif np.shape(mask) != (h, w):
-        raise InvalidRequestError(
-            f"mask must have the array's shape {(h, w)!r}, got {np.shape(mask)!r}."
-        )
-    else:
-        plan = chips_for_mask(np.asarray(mask, dtype=bool), chip, overlap)
+    plan = _chips_to_run(h, w, chip, overlap, mask)
     padded = _pad_to_chip(array, chip)
     window = blend_window(chip, overlap)
     total = len(plan)
