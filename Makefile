@@ -33,7 +33,7 @@ system-deps:
 	bash tools/install-system-deps.sh
 
 run: install
-	$(VENV)/bin/streamlit run app/main.py
+	$(VENV)/bin/streamlit run app/ui/main.py
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

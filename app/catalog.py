@@ -1,20 +1,16 @@
-"""STAC catalog search and Planetary Computer asset signing.
+"""STAC catalog search.
 
 The flow is: a frozen, validated :class:`SearchRequest` → :func:`search_scenes` (pystac-client,
 bounded retries and time-outs) → a sorted list of frozen :class:`SceneSummary`. Items are kept
-unsigned; assets are signed right before they are read (:func:`sign_item`,
-:class:`HrefSigner`), because Planetary Computer SAS tokens expire after ~45 minutes.
+unsigned.
 
-Any STAC API works; signing only happens when the catalog is Planetary Computer
-(:func:`is_planetary_computer`). Offline, every network step fails within a few seconds with a
-:class:`~inference.errors.CatalogError` or :class:`~inference.errors.AssetAccessError`.
+Any STAC API works; assets are signed (:mod:`app.signing`) only on Planetary Computer. Offline,
+every network step fails within a few seconds with a :class:`~inference.errors.CatalogError`.
 """
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -23,16 +19,14 @@ from urllib.parse import urlparse
 
 import pystac
 import pystac_client
-import requests
-import requests.adapters
 import shapely
-import urllib3.util.retry
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 from shapely.geometry import shape
 
 from app.aoi import AOI, geodesic_area_km2
-from inference.errors import AssetAccessError, CatalogError, InvalidRequestError, SceneError
+from app.transport import DEFAULT_RETRIES, retry_policy, short_error, timeouts
+from inference.errors import CatalogError, InvalidRequestError, SceneError
 from inference.modalities import Modality
 
 #: Largest number of scenes one search may return.
@@ -41,10 +35,6 @@ MAX_LIMIT = 500
 DEFAULT_PAGE_SIZE = 100
 #: Asset keys that hold a small preview image, in order of preference.
 THUMBNAIL_ASSETS: tuple[str, ...] = ("rendered_preview", "thumbnail", "preview")
-#: Retries for a failed catalog or SAS-token request (on top of the first try).
-CATALOG_RETRIES = 2
-#: SAS tokens with less time left than this are fetched again before use (seconds).
-MIN_TOKEN_TTL_S = 120.0
 
 
 class Collection(StrEnum):
@@ -67,14 +57,6 @@ class Collection(StrEnum):
     def has_cloud_cover(self) -> bool:
         """Whether items carry ``eo:cloud_cover`` (optical collections only)."""
         return self is Collection.SENTINEL_2_L2A
-
-
-def is_planetary_computer(stac_url: str) -> bool:
-    """Whether ``stac_url`` is Planetary Computer, whose assets need SAS signing.
-
-    Same rule as :attr:`app.settings.Settings.is_planetary_computer`.
-    """
-    return "planetarycomputer.microsoft.com" in stac_url
 
 
 def _to_date(value: Any, name: str) -> dt.date:
@@ -215,23 +197,6 @@ class SearchResults(list[SceneSummary]):
 
 
 # -- catalog access -------------------------------------------------------------------------------
-def _retry(total: int) -> urllib3.util.retry.Retry:
-    return urllib3.util.retry.Retry(
-        total=total,
-        connect=total,
-        read=total,
-        backoff_factor=0.3,
-        status_forcelist=(429, 500, 502, 503, 504),
-        allowed_methods=frozenset({"GET", "POST"}),
-        raise_on_status=False,
-    )
-
-
-def _timeouts(timeout_s: float) -> tuple[float, float]:
-    """(connect, read) time-outs: connecting never needs more than 5 s."""
-    return (min(float(timeout_s), 5.0), float(timeout_s))
-
-
 def open_catalog(stac_url: str, timeout_s: float = 20.0) -> pystac_client.Client:
     """Open a STAC API with bounded retries and time-outs.
 
@@ -248,28 +213,23 @@ def open_catalog(stac_url: str, timeout_s: float = 20.0) -> pystac_client.Client
         raise CatalogError(f"the STAC URL must be an http(s) URL, got {stac_url!r}")
     if not timeout_s or timeout_s <= 0:
         raise InvalidRequestError(f"timeout_s must be positive, got {timeout_s!r}")
-    stac_io = StacApiIO(timeout=_timeouts(timeout_s), max_retries=_retry(CATALOG_RETRIES))
+    stac_io = StacApiIO(timeout=timeouts(timeout_s), max_retries=retry_policy(DEFAULT_RETRIES))
     try:
         client = pystac_client.Client.open(stac_url, stac_io=stac_io)
     except APIError as err:
         raise CatalogError(
             f"the STAC catalog {stac_url!r} cannot be reached or refused the request "
-            f"({_short(err)}); check the URL and the network"
+            f"({short_error(err)}); check the URL and the network"
         ) from err
     except (pystac.STACError, ValueError, KeyError) as err:
         raise CatalogError(
-            f"{stac_url!r} did not answer like a STAC API ({_short(err)}); check the URL"
+            f"{stac_url!r} did not answer like a STAC API ({short_error(err)}); check the URL"
         ) from err
     # Servers (pgstac, Planetary Computer) sort and filter but advertise newer URIs than
     # pystac-client 0.9 knows; declare them so it neither warns nor refuses.
     for name in ("SORT", "FILTER", "QUERY", "ITEM_SEARCH"):
         client.add_conforms_to(name)
     return client
-
-
-def _short(err: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _parse_datetime(props: Mapping[str, Any]) -> dt.datetime | None:
@@ -399,13 +359,13 @@ def search_scenes(
                 scenes.append(summary)
     except APIError as err:
         raise CatalogError(
-            f"the search on {stac_url!r} failed ({_short(err)}); check the URL, the network "
+            f"the search on {stac_url!r} failed ({short_error(err)}); check the URL, the network "
             "or try again later"
         ) from err
     except (pystac.STACError, ValueError, KeyError, TypeError) as err:
         raise CatalogError(
             f"the catalog {stac_url!r} returned an answer TerraLens cannot read "
-            f"({_short(err)})"
+            f"({short_error(err)})"
         ) from err
     scenes.sort(key=lambda s: (s.datetime, s.id))
     return SearchResults(scenes, skipped)
@@ -428,173 +388,9 @@ def fetch_item(
         found = next(iter(client.search(**kwargs).items_as_dicts()), None)
     except APIError as err:
         raise CatalogError(f"fetching item {item_id!r} from {stac_url!r} failed "
-                           f"({_short(err)})") from err
+                           f"({short_error(err)})") from err
     if found is None:
         raise SceneError(f"no item {item_id!r} in the catalog {stac_url!r}"
                          + (f" (collection {collection!r})" if collection else "")
                          + "; check the id with `terralens search`")
     return dict(found)
-
-
-# -- Planetary Computer signing -------------------------------------------------------------------
-_TOKEN_LOCK = threading.Lock()
-
-
-def _blob_container(href: str) -> tuple[str, str] | None:
-    """(account, container) when ``href`` is an Azure blob URL that PC would sign."""
-    from planetary_computer.sas import BLOB_STORAGE_DOMAIN
-    from planetary_computer.utils import parse_blob_url
-
-    parsed = urlparse(href.rstrip("/"))
-    if not parsed.netloc.endswith(BLOB_STORAGE_DOMAIN):
-        return None
-    if parsed.netloc == "ai4edatasetspublicassets.blob.core.windows.net":
-        return None
-    try:
-        return parse_blob_url(parsed)
-    except ValueError:
-        return None
-
-
-def _token_url(account: str, container: str) -> str:
-    from planetary_computer.settings import Settings as PcSettings
-
-    return f"{PcSettings.get().sas_url}/{account}/{container}"
-
-
-def ensure_sas_token(
-    account: str,
-    container: str,
-    *,
-    timeout_s: float = 10.0,
-    retries: int = CATALOG_RETRIES,
-    force: bool = False,
-) -> Any:
-    """Fetch (or reuse) a SAS token and put it in planetary_computer's token cache.
-
-    ``planetary_computer.sign`` itself retries 10 times with no time-out; fetching the token
-    here first, bounded, lets it sign from its cache without touching the network. The SAS
-    endpoint is ``PC_SDK_SAS_URL`` (planetary_computer's settings); ``PC_SDK_SUBSCRIPTION_KEY``
-    is sent when set. A token that arrives already expired is fetched once more.
-
-    Returns:
-        The ``planetary_computer.sas.SASToken``.
-
-    Raises:
-        AssetAccessError: the endpoint is unreachable or refuses, answers something that is not
-            a token, or hands out expired tokens twice in a row.
-    """
-    from planetary_computer.sas import TOKEN_CACHE, SASToken
-    from planetary_computer.settings import Settings as PcSettings
-
-    url = _token_url(account, container)
-    with _TOKEN_LOCK:
-        cached = TOKEN_CACHE.get(url)
-        if cached is not None and not force and cached.ttl() >= MIN_TOKEN_TTL_S:
-            return cached
-        key = PcSettings.get().subscription_key
-        headers = {"Ocp-Apim-Subscription-Key": key} if key else {}
-        token: Any = None
-        for _attempt in range(2):
-            with requests.Session() as session:
-                adapter = requests.adapters.HTTPAdapter(max_retries=_retry(retries))
-                session.mount("http://", adapter)
-                session.mount("https://", adapter)
-                try:
-                    response = session.get(url, headers=headers, timeout=_timeouts(timeout_s))
-                    response.raise_for_status()
-                    token = SASToken(**response.json())
-                except requests.RequestException as err:
-                    raise AssetAccessError(
-                        f"could not get a Planetary Computer SAS token from {url!r} "
-                        f"({_short(err)}); check the network, PC_SDK_SAS_URL or "
-                        "PC_SDK_SUBSCRIPTION_KEY"
-                    ) from err
-                except (ValueError, TypeError) as err:
-                    raise AssetAccessError(
-                        f"the SAS endpoint {url!r} answered something that is not a token "
-                        f"({_short(err)})"
-                    ) from err
-            if token.ttl() >= MIN_TOKEN_TTL_S:
-                TOKEN_CACHE[url] = token
-                return token
-        raise AssetAccessError(
-            f"the Planetary Computer SAS token for {account}/{container} from {url!r} has "
-            f"expired (expiry {token.expiry.isoformat()!r}) even after re-signing; check the "
-            "machine's clock and try again"
-        )
-
-
-def drop_sas_tokens() -> None:
-    """Forget every cached SAS token so that the next signature fetches fresh ones."""
-    from planetary_computer.sas import TOKEN_CACHE
-
-    with _TOKEN_LOCK:
-        TOKEN_CACHE.clear()
-
-
-class HrefSigner:
-    """Signs asset hrefs right before reading (odc-stac's ``patch_url``).
-
-    On catalogs other than Planetary Computer it returns hrefs unchanged and never touches the
-    network. :meth:`refresh` forces fresh tokens (after a 403 on read).
-
-    Args:
-        stac_url: The catalog the items came from.
-        timeout_s: Time-out of a SAS-token request, in seconds.
-        retries: Retries of a SAS-token request.
-    """
-
-    def __init__(self, stac_url: str, *, timeout_s: float = 10.0, retries: int = CATALOG_RETRIES):
-        self.stac_url = stac_url
-        self.timeout_s = timeout_s
-        self.retries = retries
-
-    @property
-    def active(self) -> bool:
-        """Whether this signer signs anything (the catalog is Planetary Computer)."""
-        return is_planetary_computer(self.stac_url)
-
-    def refresh(self) -> None:
-        """Fetch new tokens on the next signature (used once after an access refusal)."""
-        drop_sas_tokens()
-
-    def __call__(self, href: str) -> str:
-        """The signed href (unchanged when not on Planetary Computer or not a blob URL)."""
-        if not self.active:
-            return href
-        container = _blob_container(href)
-        if container is None:
-            return href
-        import planetary_computer
-
-        ensure_sas_token(*container, timeout_s=self.timeout_s, retries=self.retries)
-        try:
-            return planetary_computer.sign(href)
-        except requests.RequestException as err:  # pragma: no cover - cache makes this rare
-            raise AssetAccessError(f"could not sign {href!r} ({_short(err)})") from err
-
-
-def sign_item(
-    item: Mapping[str, Any],
-    stac_url: str,
-    *,
-    timeout_s: float = 10.0,
-    retries: int = CATALOG_RETRIES,
-) -> dict[str, Any]:
-    """A copy of a STAC Item dict whose asset hrefs are signed for reading.
-
-    Only Planetary Computer catalogs sign (``planetary_computer.sign`` with tokens fetched by
-    :func:`ensure_sas_token`, bounded); for any other catalog the copy is returned unchanged.
-
-    Raises:
-        AssetAccessError: a SAS token cannot be obtained or has expired.
-    """
-    signed = copy.deepcopy(dict(item))
-    if not is_planetary_computer(stac_url):
-        return signed
-    signer = HrefSigner(stac_url, timeout_s=timeout_s, retries=retries)
-    for asset in (signed.get("assets") or {}).values():
-        if isinstance(asset, dict) and isinstance(asset.get("href"), str):
-            asset["href"] = signer(asset["href"])
-    return signed

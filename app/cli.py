@@ -15,11 +15,10 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from app.aoi import AOI
 from app.catalog import MAX_LIMIT, Collection, SceneSummary, SearchRequest, search_scenes
+from app.cli_args import aoi_from_args
 from app.cli_tasks import add_generate, add_geolocate, add_segment
 from app.cli_weights import add_weights
 from app.settings import load_settings
@@ -47,28 +46,6 @@ def _fail(message: str, stream: TextIO | None = None) -> None:
 
 
 # -- search ---------------------------------------------------------------------------------------
-def _parse_bbox(text: str) -> AOI:
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 4:
-        raise InvalidRequestError(f"--bbox needs four numbers W,S,E,N, got {text!r}")
-    try:
-        west, south, east, north = (float(p) for p in parts)
-    except ValueError as err:
-        raise InvalidRequestError(f"--bbox needs four numbers W,S,E,N, got {text!r}") from err
-    return AOI.from_bbox(west, south, east, north)
-
-
-def _read_aoi_file(path: str) -> AOI:
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as err:
-        raise InvalidRequestError(f"cannot read the AOI file {path!r} ({err.strerror})") from err
-    if file.suffix.lower() == ".kml":
-        return AOI.from_kml(text)
-    return AOI.from_geojson(text)
-
-
 def _format_table(scenes: Sequence[SceneSummary]) -> str:
     header = ("datetime (UTC)", "id", "cloud %", "AOI %", "tile", "baseline")
     rows = [
@@ -92,7 +69,7 @@ def _format_table(scenes: Sequence[SceneSummary]) -> str:
 def cmd_search(args: argparse.Namespace) -> int:
     """Run ``terralens search``: print the scenes over the AOI, oldest first."""
     settings = load_settings()
-    aoi = _read_aoi_file(args.aoi) if args.aoi else _parse_bbox(args.bbox)
+    aoi = aoi_from_args(args.aoi, args.bbox)
     aoi.validate(settings.max_aoi_km2)
     request = SearchRequest(
         aoi=aoi, start=args.start, end=args.end, collection=args.collection,

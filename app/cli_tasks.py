@@ -15,6 +15,7 @@ from typing import Any
 
 from app.aoi import AOI
 from app.catalog import fetch_item
+from app.cli_args import aoi_from_args
 from app.pipeline import GenerationJob, Task, execute_generation
 from app.runs import RunStore
 from app.settings import Settings, load_settings
@@ -27,9 +28,7 @@ def _progress(done: int, total: int, message: str) -> None:
 
 
 def _aoi(args: argparse.Namespace, settings: Settings) -> AOI:
-    from app.cli import _parse_bbox, _read_aoi_file
-
-    aoi = _read_aoi_file(args.aoi) if args.aoi else _parse_bbox(args.bbox)
+    aoi = aoi_from_args(args.aoi, args.bbox)
     return aoi.validate(settings.max_aoi_km2)
 
 

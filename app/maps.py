@@ -31,7 +31,7 @@ from inference.errors import InvalidRequestError
 if TYPE_CHECKING:
     from app.layers import DisplayLayer, RenderedLayer
 
-#: Where Streamlit serves ``app/static`` (a symlink to ``assets/``) with static serving on.
+#: Where Streamlit serves ``app/ui/static`` (a symlink to ``assets/``) with static serving on.
 DEFAULT_STATIC_URL = "/app/static"
 #: The ``assets/`` folder these URLs point into.
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"

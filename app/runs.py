@@ -7,7 +7,7 @@ request is answered from the store at once (:meth:`RunStore.find`). Layout::
     <root>/catalog.json            STAC Catalog linking every run's item (browsable by STAC tools)
     <root>/<key>/item.json         STAC Item: geometry = AOI, datetime = scene time,
                                    properties = request + provenance, one asset per GeoTIFF
-    <root>/<key>/<layer>.tif       one COG per layer (app.exports.write_cog)
+    <root>/<key>/<layer>.tif       one COG per layer (app.rasters.write_cog)
     <root>/<key>/input.tif         the model input, when saved
 
 Runs are written atomically: into ``<root>/.tmp-<key>-<random>``, every file fsync'ed, then
@@ -36,11 +36,11 @@ import shapely.geometry
 import xarray as xr
 
 from app.aoi import geojson_geometry
-from app.exports import jsonable, read_layer, write_cog
+from app.rasters import jsonable, read_layer, write_cog
 from inference.errors import InvalidRequestError, RunStoreError
 
 if TYPE_CHECKING:
-    from app.layers import DisplayLayer
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -262,12 +262,6 @@ class Run:
         """Every layer by name (the input under ``"input"`` when kept and asked for)."""
         names = list(self.item.assets) if include_input else self.layer_names
         return {name: self.load_layer(name, load=load) for name in names}
-
-    def display_layers(self) -> list[DisplayLayer]:
-        """The layers the analyst can show (see :func:`app.layers.display_layers_for`)."""
-        from app.layers import display_layers_for
-
-        return display_layers_for(self.load_layers(load=False))
 
 
 # -- The store ------------------------------------------------------------------------------------

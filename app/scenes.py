@@ -6,7 +6,7 @@ removed (``offset_applied``), clipped at 0. The SCL band is read on the same gri
 AOI's cloud share. Sentinel-1 RTC: VV and VH gamma0 in dB (10·log10; non-positive → NaN).
 
 Same-day items (adjacent tiles) are mosaicked (``groupby="solar_day"``). Assets are signed right
-before reading on Planetary Computer (:class:`app.catalog.HrefSigner`); an access refusal (HTTP
+before reading on Planetary Computer (:class:`app.signing.HrefSigner`); an access refusal (HTTP
 401/403, i.e. an expired SAS token) re-signs once and then raises
 :class:`~inference.errors.AssetAccessError`.
 
@@ -31,7 +31,8 @@ from rasterio.errors import RasterioError
 from rasterio.features import geometry_mask
 
 from app.aoi import AOI
-from app.catalog import Collection, HrefSigner, SceneSummary, aoi_coverage_percent
+from app.catalog import Collection, SceneSummary, aoi_coverage_percent
+from app.signing import HrefSigner
 from inference.errors import AssetAccessError, SceneError
 from inference.modalities import (
     MODALITY_INFO,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from app.signing import is_planetary_computer
 from inference.errors import InvalidRequestError
 
 PLANETARY_COMPUTER_STAC_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
@@ -61,7 +62,7 @@ class Settings:
     @property
     def is_planetary_computer(self) -> bool:
         """Whether assets must be signed with Planetary Computer SAS tokens."""
-        return "planetarycomputer.microsoft.com" in self.stac_url
+        return is_planetary_computer(self.stac_url)
 
 
 def _float_env(name: str, default: float) -> float:

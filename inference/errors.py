@@ -5,7 +5,7 @@ refines, so callers that only know Python's built-ins still catch it. Messages a
 the analyst: they say what was wrong (with the bad value) and what to change.
 
 The hierarchy lives in ``inference`` (the lowest layer, importable anywhere without Streamlit);
-``app.errors`` re-exports it and adds nothing but app-level classes deriving from the same root.
+Import error classes from here, wherever they are raised or caught.
 """
 
 from __future__ import annotations

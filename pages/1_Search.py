@@ -5,14 +5,14 @@ from __future__ import annotations
 import streamlit as st
 from streamlit_folium import st_folium
 
-from app import search_view as view
-from app import state, ui
 from app.catalog import Collection, SearchRequest, search_scenes
 from app.scenes import load_scene
-from app.state import W
+from app.ui import search_view as view
+from app.ui import state, widgets
+from app.ui.state import W
 from inference.errors import CatalogError
 
-settings = ui.load_settings_or_stop()
+settings = widgets.load_settings_or_stop()
 st.title("Search scenes")
 st.caption(
     "Draw a rectangle or polygon on the map (or upload / type an area), search the catalog, "
@@ -40,7 +40,7 @@ with side_col:
                                   key=W.UPLOAD)
         pasted = st.text_area("…or paste GeoJSON", key=W.PASTE, height=90)
         if st.button("Use this area", key=W.USE_UPLOAD):
-            with ui.guard("Reading the uploaded area"):
+            with widgets.guard("Reading the uploaded area"):
                 new_aoi = view.aoi_from_upload(upload, pasted).validate(settings.max_aoi_km2)
                 state.set_aoi(new_aoi, "uploaded")
                 st.rerun()
@@ -48,7 +48,7 @@ with side_col:
         bbox_text = st.text_input("West, South, East, North (degrees)", key=W.BBOX,
                                   placeholder="15.00, 45.00, 15.03, 45.02")
         if st.button("Use bounding box", key=W.USE_BBOX):
-            with ui.guard("Reading the bounding box"):
+            with widgets.guard("Reading the bounding box"):
                 new_aoi = view.aoi_from_bbox_text(bbox_text).validate(settings.max_aoi_km2)
                 state.set_aoi(new_aoi, "bbox")
                 st.rerun()
@@ -81,7 +81,7 @@ with side_col:
 # -- The map ---------------------------------------------------------------------------------------
 results = state.SEARCH_RESULTS.get()
 selected = view.find_scene(results, state.SELECTED_SCENE_ID.get())
-with map_col, ui.guard("Drawing the map"):
+with map_col, widgets.guard("Drawing the map"):
     fmap = view.search_map(aoi, results, selected, state.SCENE_PREVIEW.get(),
                            geocoder_url=settings.geocoder_url)
     value = st_folium(
@@ -92,7 +92,7 @@ with map_col, ui.guard("Drawing the map"):
     drawing = view.new_drawing(value, state.LAST_DRAWING.get())
     if drawing is not None:
         state.LAST_DRAWING.set(drawing)
-        with ui.guard("Reading the drawn area"):
+        with widgets.guard("Reading the drawn area"):
             new_aoi = view.aoi_from_map(value).validate(settings.max_aoi_km2)
             state.set_aoi(new_aoi, "drawn")
             st.rerun()
@@ -117,7 +117,7 @@ if submitted:
     if aoi is None:
         st.error("Give an area of interest first: draw it on the map, upload it or type a bbox.")
     else:
-        with ui.guard("Searching the catalog"):
+        with widgets.guard("Searching the catalog"):
             try:
                 request = SearchRequest(
                     aoi=aoi.validate(settings.max_aoi_km2), start=start, end=end,
@@ -169,7 +169,7 @@ if selected is not None and aoi is not None:
         if len(same_day) > 1:
             st.caption(f"{len(same_day)} tiles of the same day will be mosaicked.")
         if st.button("Load scene", type="primary", key=W.LOAD, icon=":material/download:"):
-            with ui.guard("Loading the scene"), st.spinner("Reading the AOI window …"):
+            with widgets.guard("Loading the scene"), st.spinner("Reading the AOI window …"):
                 scene = load_scene(same_day, aoi, stac_url=settings.stac_url,
                                    timeout_s=settings.stac_timeout_s)
                 state.set_scene(scene, tuple(same_day), aoi, view.scene_preview(scene))
@@ -183,4 +183,4 @@ if loaded is not None:
     if state.SCENE_AOI_JSON.get() != state.AOI_JSON.get():
         st.warning("The area changed since this scene was loaded: load it again for the new AOI.")
     st.markdown(view.loaded_scene_markdown(loaded))
-    ui.page_link("run", "Continue: run TerraMind on this scene →")
+    widgets.page_link("run", "Continue: run TerraMind on this scene →")

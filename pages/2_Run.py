@@ -6,11 +6,11 @@ import time
 
 import streamlit as st
 
-from app import model_cache, state, ui
-from app import run_view as view
 from app.pipeline import execute_generation, find_existing
 from app.runs import RunStore
-from app.state import W
+from app.ui import model_cache, state, widgets
+from app.ui import run_view as view
+from app.ui.state import W
 from inference.errors import (
     OutOfMemoryError,
     RunCancelledError,
@@ -18,7 +18,7 @@ from inference.errors import (
     WeightsUnavailableError,
 )
 
-settings = ui.load_settings_or_stop()
+settings = widgets.load_settings_or_stop()
 st.title("Run TerraMind")
 
 # A run that was interrupted (Cancel, or the page was left) left its progress behind.
@@ -37,7 +37,7 @@ try:
     scene = view.check_scene(state.SCENE.get())
 except TerraLensError as err:
     st.error(str(err))
-    ui.page_link("search", "Go to Search")
+    widgets.page_link("search", "Go to Search")
     st.stop()
 
 attrs = scene.attrs
@@ -47,7 +47,7 @@ st.markdown(
     f"{100 * float(attrs.get('aoi_cloud_share', 0.0)):.1f}%"
 )
 if settings.weights == "untrained":
-    st.warning(f"{ui.UNTRAINED_WARNING}. Set TERRALENS_WEIGHTS=hub or a weights folder for "
+    st.warning(f"{widgets.UNTRAINED_WARNING}. Set TERRALENS_WEIGHTS=hub or a weights folder for "
                "real results.", icon=":material/warning:")
 
 # -- Parameters ------------------------------------------------------------------------------------
@@ -76,11 +76,11 @@ elif task == "tim":
                                key=W.CHECKPOINT,
                                placeholder="ibm-esa-geospatial/TerraMind-base-Flood")
 
-device = "cpu" if settings.device == "cpu" else ui.device_name(settings.device)
+device = "cpu" if settings.device == "cpu" else widgets.device_name(settings.device)
 if task == "generation" and not outputs:
     st.info("Choose at least one output.")
 else:
-    with ui.guard("Estimating the run"):
+    with widgets.guard("Estimating the run"):
         st.info(view.estimate_text(scene, task, view.outputs_for(task, outputs),
                                    timesteps=int(timesteps), size=size, device=device,
                                    aoi_json=state.SCENE_AOI_JSON.get()),
@@ -93,7 +93,7 @@ cancel_slot = b2.empty()
 status = st.container()
 
 if run_clicked:
-    with status, ui.guard("Running TerraMind"):
+    with status, widgets.guard("Running TerraMind"):
         job = view.build_job(
             items=state.SCENE_ITEMS.get(), aoi_json=state.SCENE_AOI_JSON.get(), task=task,
             outputs=outputs, size=size, timesteps=int(timesteps), seed=int(seed),
@@ -145,7 +145,7 @@ if run_clicked:
 # -- The current run -------------------------------------------------------------------------------
 run_id = state.RUN_ID.get()
 if run_id:
-    with ui.guard("Opening the run"):
+    with widgets.guard("Opening the run"):
         run = RunStore(settings.runs_dir).open(run_id)
         if state.LAST_RUN_REUSED.get():
             st.success("Answered from the run store: this exact request ran before.",
@@ -154,4 +154,4 @@ if run_id:
             st.success(f"Finished in {view.format_seconds(state.LAST_RUN_SECONDS.get() or 0)} "
                        "and stored.", icon=":material/check_circle:")
         st.markdown("  \n".join(view.run_summary(run)))
-        ui.page_link("layers", "Open the layers on the map →")
+        widgets.page_link("layers", "Open the layers on the map →")

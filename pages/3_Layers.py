@@ -8,17 +8,19 @@ from functools import partial
 import streamlit as st
 from streamlit_folium import st_folium
 
-from app import layers_view as view
-from app import state, ui
+from app import added_layers
 from app.aoi import AOI
-from app.exports import layer_to_cog_bytes, png_snapshot, read_layer, run_zip_bytes
-from app.layers import layer_statistics, legend, legend_html
+from app.exports import png_snapshot, polygons_bytes, run_zip_bytes, vector_classes
+from app.layers import layer_statistics
+from app.legends import legend, legend_html
 from app.maps import build_map
+from app.rasters import layer_to_cog_bytes, read_layer, read_layer_window
 from app.runs import RunStore
-from app.search_view import static_url
-from app.state import W
+from app.ui import layers_view as view
+from app.ui import state, widgets
+from app.ui.state import W
 
-settings = ui.load_settings_or_stop()
+settings = widgets.load_settings_or_stop()
 st.title("Layers")
 
 # The URL carries the run (shareable link); the state remembers it between pages.
@@ -28,22 +30,22 @@ if url_run and url_run != state.RUN_ID.get():
 run_id = state.RUN_ID.get()
 if not run_id:
     st.info("No run is open: run TerraMind on a scene, or reopen a stored run.")
-    ui.page_link("run", "Run TerraMind")
-    ui.page_link("runs", "Stored runs")
+    widgets.page_link("run", "Run TerraMind")
+    widgets.page_link("runs", "Stored runs")
     st.stop()
 if st.query_params.get("run") != run_id:
     st.query_params["run"] = run_id
 
 run = None
-with ui.guard("Opening the run"):
+with widgets.guard("Opening the run"):
     run = RunStore(settings.runs_dir).open(run_id)
 if run is None:
-    ui.page_link("runs", "Choose another stored run")
+    widgets.page_link("runs", "Choose another stored run")
     st.stop()
 
 st.caption(f"{run.title} · run `{run.id}` · share this page's URL to reopen it")
 if run.synthetic:
-    ui.synthetic_badge({"untrained": run.untrained})
+    widgets.synthetic_badge({"untrained": run.untrained})
 
 layers = view.run_layers(run)
 added = state.ADDED_LAYERS.get()
@@ -100,15 +102,15 @@ with panel_col:
 # -- The map ---------------------------------------------------------------------------------------
 with map_col:
     overlays = []
-    with ui.guard("Rendering the layers"):
+    with widgets.guard("Rendering the layers"):
         for name in view.overlay_names(compare):
             layer = by_name[name]
-            cache = key if layer.source in layers else view.added_cache_key(layer.source)
+            cache = key if layer.source in layers else added_layers.added_cache_key(layer.source)
             overlays.append((layer, view.rendered(cache, layer, source_of[layer.source]),
                              float(opacity.get(name, 1.0))))
-    with ui.guard("Drawing the map"):
+    with widgets.guard("Drawing the map"):
         fmap = build_map(aoi=run.request.aoi, overlays=overlays, compare=compare,
-                         static_url=static_url())
+                         static_url=widgets.static_url())
         clicked = st_folium(fmap, key=W.LAYERS_MAP, height=620, use_container_width=True,
                             returned_objects=["last_clicked"])
         point = (clicked or {}).get("last_clicked")
@@ -127,7 +129,7 @@ with inspect_tab:
     else:
         lat, lon = point
         st.markdown(f"**Point** {lat:.5f}, {lon:.5f} (lat, lon)")
-        with ui.guard("Inspecting the pixel"):
+        with widgets.guard("Inspecting the pixel"):
             st.dataframe(view.inspector_frame(view.inspect(layers, added, lon, lat)),
                          hide_index=True, width="stretch")
 
@@ -138,7 +140,7 @@ with stats_tab:
         layer = by_name[chosen]
         if layer.synthetic:
             st.caption("Statistics of generated (synthetic) values, not of measurements.")
-        with ui.guard("Computing statistics"):
+        with widgets.guard("Computing statistics"):
             stats = layer_statistics(source_of[layer.source], layer)
             if stats["kind"] == "classes":
                 st.markdown(f"Valid area **{stats['total_km2']:.3f} km²**")
@@ -159,16 +161,16 @@ with download_tab:
             key=W.layer("download", source), icon=":material/download:",
         )
     for source, da in source_of.items():
-        if not view.vector_classes(da):
+        if not vector_classes(da):
             continue
         v1, v2 = st.columns(2)
         v1.download_button(
-            f"Polygons (GeoJSON): {source}", data=partial(view.polygons_bytes, da, "geojson"),
+            f"Polygons (GeoJSON): {source}", data=partial(polygons_bytes, da, "geojson"),
             file_name=f"{run.id}_{source}.geojson", mime="application/geo+json",
             on_click="ignore", key=W.layer("geojson", source), icon=":material/polyline:",
         )
         v2.download_button(
-            f"Polygons (GeoPackage): {source}", data=partial(view.polygons_bytes, da, "gpkg"),
+            f"Polygons (GeoPackage): {source}", data=partial(polygons_bytes, da, "gpkg"),
             file_name=f"{run.id}_{source}.gpkg", mime="application/geopackage+sqlite3",
             on_click="ignore", key=W.layer("gpkg", source), icon=":material/polyline:",
         )
@@ -180,7 +182,7 @@ with download_tab:
     if shown:
         snap = st.selectbox("PNG snapshot of", list(reversed(shown)), key=W.SNAPSHOT_LAYER)
         snap_layer = by_name[snap]
-        snap_cache = key if snap_layer.source in layers else view.added_cache_key(
+        snap_cache = key if snap_layer.source in layers else added_layers.added_cache_key(
             snap_layer.source)
         st.download_button(
             "PNG snapshot", data=lambda: png_snapshot(
@@ -195,20 +197,21 @@ with add_tab:
                "inspector (modality guessed from band names or the file name).")
     upload = st.file_uploader("GeoTIFF", type=["tif", "tiff"], key=W.ADD_UPLOAD)
     if upload is not None and st.button("Add to map", key=W.ADD_BUTTON):
-        with ui.guard("Adding the layer"):
+        with widgets.guard("Adding the layer"):
             data = upload.getvalue()
-            source = view.added_source_name(upload.name, data)
-            new = view.prepare_added(read_layer(data), upload.name)
+            source = added_layers.added_source_name(upload.name, data)
+            new = added_layers.prepare_added(read_layer(data), upload.name)
             state.ADDED_LAYERS.set({**added, source: new})
             st.rerun()
     url = st.text_input("…or the URL of a Cloud-Optimized GeoTIFF", key=W.ADD_URL,
                         placeholder="https://example.org/data/dem.tif")
     if url and st.button("Add from URL", key=W.ADD_URL_BUTTON):
-        with ui.guard("Reading the GeoTIFF URL"), st.spinner("Reading the window over the run…"):
-            raw = view.read_cog_url(url, AOI(run.request.aoi).bbox)
+        with (widgets.guard("Reading the GeoTIFF URL"),
+              st.spinner("Reading the window over the run…")):
+            raw = read_layer_window(url, AOI(run.request.aoi).bbox)
             name = url.rstrip("/").rsplit("/", 1)[-1] or "remote.tif"
-            source = view.added_source_name(name, url.encode())
-            state.ADDED_LAYERS.set({**added, source: view.prepare_added(raw, name)})
+            source = added_layers.added_source_name(name, url.encode())
+            state.ADDED_LAYERS.set({**added, source: added_layers.prepare_added(raw, name)})
             st.rerun()
     st.markdown("**…or a scene from the catalog** over this run's area (e.g. a real "
                 "Sentinel-1 acquisition to compare with the generated one)")
@@ -217,8 +220,8 @@ with add_tab:
                               key=W.ADD_COLLECTION)
     days = k2.number_input("± days", 0, 365, 10, key=W.ADD_DAYS)
     if k3.button("Find scenes", key=W.ADD_FIND):
-        with ui.guard("Searching the catalog"):
-            state.ADD_CANDIDATES.set(view.catalog_candidates(
+        with widgets.guard("Searching the catalog"):
+            state.ADD_CANDIDATES.set(added_layers.catalog_candidates(
                 run, collection, int(days), stac_url=settings.stac_url,
                 timeout_s=settings.stac_timeout_s))
     candidates = state.ADD_CANDIDATES.get()
@@ -228,8 +231,8 @@ with add_tab:
         pick = st.selectbox("Scene", [c.id for c in candidates], key=W.ADD_SCENE)
         if st.button("Add scene", key=W.ADD_SCENE_BUTTON):
             chosen = next(c for c in candidates if c.id == pick)
-            with ui.guard("Reading the scene"), st.spinner("Reading the scene over the run …"):
-                source, layer_da = view.load_catalog_layer(
+            with widgets.guard("Reading the scene"), st.spinner("Reading the scene over the run …"):
+                source, layer_da = added_layers.load_catalog_layer(
                     chosen, run, stac_url=settings.stac_url, timeout_s=settings.stac_timeout_s)
                 state.ADDED_LAYERS.set({**added, source: layer_da})
                 st.rerun()

@@ -5,27 +5,27 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import state, ui
 from app.aoi import AOI
-from app.run_view import task_label
 from app.runs import RunStore
-from app.state import W
+from app.ui import state, widgets
+from app.ui.run_view import task_label
+from app.ui.state import W
 from inference.errors import TerraLensError
 
-settings = ui.load_settings_or_stop()
+settings = widgets.load_settings_or_stop()
 st.title("Stored runs")
 st.caption(f"Run store: `{settings.runs_dir}` (a STAC catalog: every run is a folder of COGs "
            "and an item.json).")
 
 store = None
 runs = []
-with ui.guard("Reading the run store"):
+with widgets.guard("Reading the run store"):
     store = RunStore(settings.runs_dir)
     runs = store.list_runs()
 
 if not runs:
     st.info("No runs stored yet: search a scene and run TerraMind on it.")
-    ui.page_link("search", "Search scenes")
+    widgets.page_link("search", "Search scenes")
     st.stop()
 
 
@@ -59,12 +59,12 @@ chosen_id = st.selectbox(
 )
 run = by_id[chosen_id]
 if run.untrained:
-    st.warning(ui.UNTRAINED_WARNING, icon=":material/warning:")
+    st.warning(widgets.UNTRAINED_WARNING, icon=":material/warning:")
 
 c1, c2, _ = st.columns([1, 1, 3])
 if c1.button("Open on the map", type="primary", key=W.RUNS_OPEN, icon=":material/map:"):
     state.open_run(run.id)
-    ui.switch_to("layers", query_params={"run": run.id})
+    widgets.switch_to("layers", query_params={"run": run.id})
 if c2.button("Delete…", key=W.RUNS_DELETE, icon=":material/delete:"):
     state.DELETE_PENDING.set(run.id)
     st.rerun()
@@ -75,7 +75,7 @@ if pending and pending in by_id and store is not None:
                "the store; this cannot be undone.")
     y, n, _ = st.columns([1, 1, 3])
     if y.button("Yes, delete", type="primary", key=W.RUNS_CONFIRM):
-        with ui.guard("Deleting the run"):
+        with widgets.guard("Deleting the run"):
             store.delete(pending)
             state.DELETE_PENDING.clear()
             if state.RUN_ID.get() == pending:

@@ -8,19 +8,18 @@ from typing import Any
 import streamlit as st
 from streamlit_folium import st_folium
 
-from app import geolocate_view as view
-from app import model_cache, state, ui
 from app.runs import RunStore
-from app.search_view import static_url
-from app.state import W
+from app.ui import geolocate_view as view
+from app.ui import model_cache, state, widgets
+from app.ui.state import W
 from inference.errors import InvalidRequestError
 
-settings = ui.load_settings_or_stop()
+settings = widgets.load_settings_or_stop()
 st.title("Geolocate")
 st.caption("TerraMind generates geographic coordinates from an image or a land-cover map. Each "
            "sample is one draw from the model's belief: their spread is its uncertainty.")
 if settings.weights == "untrained":
-    st.warning(f"{ui.UNTRAINED_WARNING}: untrained models rarely even produce valid "
+    st.warning(f"{widgets.UNTRAINED_WARNING}: untrained models rarely even produce valid "
                "coordinates.", icon=":material/warning:")
 
 SCENE_S2, SCENE_LULC, PROMPT = "scene", "run_lulc", "prompt"
@@ -36,7 +35,7 @@ if mode == SCENE_S2:
     if scene is None or scene.attrs.get("modality") != "S2L2A":
         st.error("No Sentinel-2 scene loaded: load one on the Search page, or use a land-cover "
                  "prompt.")
-        ui.page_link("search", "Go to Search")
+        widgets.page_link("search", "Go to Search")
     else:
         condition = scene
         true_lonlat = view.centre_lonlat(scene)
@@ -44,7 +43,7 @@ if mode == SCENE_S2:
                    "the window is shown to the model.")
 elif mode == SCENE_LULC:
     run_id = state.RUN_ID.get()
-    with ui.guard("Opening the run"):
+    with widgets.guard("Opening the run"):
         run = RunStore(settings.runs_dir).open(run_id) if run_id else None
         if run is None or "LULC" not in run.layer_names:
             st.error("The current run has no generated LULC layer: run a generation with LULC "
@@ -86,7 +85,7 @@ seed = c5.number_input("Seed", 0, 2**31 - 1, 0, key=W.GEO_SEED)
 
 if st.button("Sample locations", type="primary", key=W.GEO_RUN, disabled=condition is None,
              icon=":material/casino:"):
-    with ui.guard("Sampling locations"):
+    with widgets.guard("Sampling locations"):
         from inference.geolocate import sample_locations, summary
 
         bar = st.progress(0.0, text="Loading the model …")
@@ -109,12 +108,12 @@ if stored is not None:
         st.warning(f"{stats['invalid']} of {stats['n']} samples were not valid coordinates and "
                    "are not plotted.")
     map_col, table_col = st.columns([3, 2])
-    with map_col, ui.guard("Drawing the map"):
-        st_folium(view.results_map(result.samples, truth, static_url=static_url()),
+    with map_col, widgets.guard("Drawing the map"):
+        st_folium(view.results_map(result.samples, truth, static_url=widgets.static_url()),
                   key=W.GEO_MAP, height=460, use_container_width=True, returned_objects=[])
     with table_col:
         st.dataframe(view.summary_table(stats), hide_index=True, width="stretch")
-        with ui.guard("Preparing the downloads"):
+        with widgets.guard("Preparing the downloads"):
             from inference.geolocate import to_csv, to_geojson
 
             geojson = to_geojson(result)

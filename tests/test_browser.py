@@ -1,5 +1,5 @@
 """End to end in a real headless Chromium (Playwright driving Debian's /usr/bin/chromium)
-against ``streamlit run app/main.py`` on 127.0.0.1, with the real STAC API and a stored run.
+against ``streamlit run app/ui/main.py`` on 127.0.0.1, with the real STAC API and a stored run.
 
 The Search page's place search box talks to a Nominatim stand-in on 127.0.0.1
 (:func:`nominatim_stub`), which also plays an unreachable service.
@@ -27,8 +27,8 @@ import pytest
 import rasterio
 
 from app.layers import display_layers_for
-from app.layers_view import row_key
 from app.maps import GEOCODER_NOTHING_FOUND, GEOCODER_PLACEHOLDER, GEOCODER_UNAVAILABLE
+from app.ui.layers_view import row_key
 from tests.fixtures.app_server import ARTIFACTS, REPO, run_streamlit
 from tests.fixtures.s2_scenes import SCENE_SPECS, SceneSet, _lonlat_polygon, tile_box
 

@@ -24,7 +24,7 @@ def _instruction(name: str) -> list[str]:
 
 def test_entry_command_runs_the_real_streamlit_entry_point_on_all_interfaces() -> None:
     cmd = json.loads(_instruction("CMD")[-1])
-    assert cmd[:3] == ["streamlit", "run", "app/main.py"]
+    assert cmd[:3] == ["streamlit", "run", "app/ui/main.py"]
     assert (ROOT / cmd[2]).is_file()
     assert "--server.address=0.0.0.0" in cmd
     port = next(int(a.split("=")[1]) for a in cmd if a.startswith("--server.port="))

@@ -17,22 +17,15 @@ from rasterio.transform import array_bounds, from_origin
 from rasterio.warp import transform_bounds
 
 from app.colors import RAMPS, Style, StyleKind, colourise, hex_to_rgb
-from app.layers import (
-    SYNTHETIC_NOTE,
-    build_map,
-    display_layers_for,
-    layer_statistics,
-    legend,
-    legend_html,
-    render_png,
-    sample_point,
-)
+from app.layers import display_layers_for, layer_statistics, render_png, sample_point
+from app.legends import SYNTHETIC_NOTE, legend, legend_html
 from app.maps import (
     ASSETS_DIR,
     COMPARE_PANES,
     FOOTPRINT_HIGHLIGHT,
     GEOCODER_NOTHING_FOUND,
     GEOCODER_UNAVAILABLE,
+    build_map,
     vendored_urls,
 )
 from inference.errors import InvalidRequestError
@@ -383,8 +376,8 @@ def test_geocoder_box_loads_the_vendored_plugin_and_asks_the_configured_service(
 
 
 def test_search_map_has_a_geocoder_unless_the_setting_is_off(monkeypatch):
-    from app.search_view import search_map
     from app.settings import load_settings
+    from app.ui.search_view import search_map
 
     for value, present in (("http://127.0.0.1:8088/", True), ("off", False)):
         monkeypatch.setenv("TERRALENS_GEOCODER_URL", value)

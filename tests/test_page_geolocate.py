@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app import geolocate_view as view
-from app.state import W
+from app.ui import geolocate_view as view
+from app.ui.state import W
 from tests.fixtures.app_server import page_test
 from tests.fixtures.models import s2_window
 

@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app import layers_view
-from app.exports import layer_to_cog_bytes
+from app import added_layers
+from app.exports import polygons_bytes
 from app.layers import display_layers_for
-from app.state import W
+from app.rasters import layer_to_cog_bytes
+from app.ui.state import W
 from tests.fixtures.app_server import image_overlay_count, map_scripts, page_test
 
 PAGE = "3_Layers.py"
@@ -146,11 +147,11 @@ def test_added_geotiff_is_styled_like_run_layers(app_run: Any, sample_layers: An
     dem = sample_layers.layers["DEM"].copy()
     dem.attrs = {"units": "m"}  # a foreign file: no TerraLens attrs
     data = layer_to_cog_bytes(dem)
-    from app.exports import read_layer
+    from app.rasters import read_layer
 
-    prepared = layers_view.prepare_added(read_layer(data), "my_dem.tif")
+    prepared = added_layers.prepare_added(read_layer(data), "my_dem.tif")
     assert prepared.attrs["modality"] == "DEM"
-    source = layers_view.added_source_name("my_dem.tif", data)
+    source = added_layers.added_source_name("my_dem.tif", data)
     at = page_test(PAGE)
     at.session_state["run_id"] = app_run.id
     at.session_state["added_layers"] = {source: prepared}
@@ -176,11 +177,11 @@ def test_water_polygons_download_matches_the_mask(app_run: Any, sample_layers: A
     assert "Polygons (GeoJSON): WATER" in labels and "Polygons (GeoPackage): WATER" in labels
     assert not any(label.endswith(": LULC") and "Polygons" in label for label in labels)
     water = sample_layers.layers["WATER"]
-    frame = gpd.read_file(io.BytesIO(layers_view.polygons_bytes(water, "geojson")))
+    frame = gpd.read_file(io.BytesIO(polygons_bytes(water, "geojson")))
     assert frame.crs.to_epsg() == 4326
     mask_km2 = int((water.values == 1).sum()) * 1e-4  # 10 m pixels
     assert frame["area_km2"].sum() == pytest.approx(mask_km2, rel=1e-6)
-    (tmp_path / "water.gpkg").write_bytes(layers_view.polygons_bytes(water, "gpkg"))
+    (tmp_path / "water.gpkg").write_bytes(polygons_bytes(water, "gpkg"))
     gpkg = gpd.read_file(tmp_path / "water.gpkg")
     assert len(gpkg) == len(frame)
 

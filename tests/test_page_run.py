@@ -11,10 +11,11 @@ import pytest
 import rasterio
 from pyproj import Transformer
 
-from app import model_cache
 from app.aoi import AOI
+from app.layers import display_layers_for
 from app.runs import RunStore
-from app.state import W
+from app.ui import model_cache
+from app.ui.state import W
 from tests.fixtures.app_server import page_test
 from tests.fixtures.models import s2_window
 
@@ -176,7 +177,7 @@ def test_fine_tuned_tim_checkpoint_runs_from_the_page(
     assert "`PREDICTION`" in summary and "`TIM_LULC`" in summary
     assert "Fine-tuned TiM checkpoint" in summary
     # What the Layers page will offer: the prediction [P], the backbone's land cover [G].
-    shown = {layer.source: layer for layer in run.display_layers()}
+    shown = {layer.source: layer for layer in display_layers_for(run.load_layers(load=False))}
     assert shown["PREDICTION"].name.startswith("[P] ") and not shown["PREDICTION"].synthetic
     assert shown["TIM_LULC"].name.startswith("[G] ") and shown["TIM_LULC"].synthetic
     # Provenance names the checkpoint that produced the layers.

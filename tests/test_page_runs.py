@@ -8,7 +8,7 @@ from typing import Any
 
 from app.aoi import AOI
 from app.runs import RunStore
-from app.state import W
+from app.ui.state import W
 from tests.fixtures.app_server import page_test
 
 PAGE = "4_Runs.py"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from app import search_view
 from app.aoi import AOI
 from app.catalog import SearchRequest, search_scenes
-from app.state import W
+from app.ui import search_view
+from app.ui.state import W
 from tests.fixtures.app_server import page_test
 from tests.fixtures.s2_scenes import SceneSet, utm_box_to_lonlat
 

@@ -13,6 +13,7 @@ import shapely.geometry
 
 import app.runs as runs_module
 from app.aoi import AOI
+from app.layers import display_layers_for
 from app.runs import INPUT_LAYER, RunRequest, RunStore
 from inference.errors import InvalidRequestError, RunStoreError
 from tests.fixtures.runs import SCENE_DATETIME, SCENE_ID, make_sample_layers
@@ -118,7 +119,7 @@ def test_the_input_layer_is_kept_and_shown_as_true_colour(sample_run):
     _, run = sample_run
     assert run.input_name == INPUT_LAYER
     assert INPUT_LAYER not in run.layer_names
-    names = [layer.name for layer in run.display_layers()]
+    names = [layer.name for layer in display_layers_for(run.load_layers(load=False))]
     assert names[:2] == ["Input true colour", "Input false colour"]
     assert "[G] S1GRD-VV" in names and "[G] S1GRD-VH" in names and "[P] Water" in names
     assert not any("PROB" in n for n in names)

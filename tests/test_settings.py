@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import InvalidRequestError
 from app.settings import NOMINATIM_URL, PLANETARY_COMPUTER_STAC_URL, load_settings
+from inference.errors import InvalidRequestError
 
 
 @pytest.fixture

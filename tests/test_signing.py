@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 
 from app.aoi import AOI
-from app.catalog import HrefSigner, drop_sas_tokens, sign_item
 from app.scenes import load_scene
 from app.settings import PLANETARY_COMPUTER_STAC_URL
+from app.signing import HrefSigner, drop_sas_tokens, sign_item
 from inference.errors import AssetAccessError
 from tests.fixtures.s2_scenes import SceneSet, utm_box_to_lonlat
 from tests.fixtures.stac_api import closed_port_url, local_http_server

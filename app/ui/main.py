@@ -1,7 +1,7 @@
-"""TerraLens Streamlit entry point: ``streamlit run app/main.py`` from the repository root.
+"""TerraLens Streamlit entry point: ``streamlit run app/ui/main.py`` from the repository root.
 
 The only module that calls ``st.navigation``: it sets the page config, builds the navigation
-over the pages in ``pages/`` (see :data:`app.ui.PAGES`), draws the settings summary in the
+over the pages in ``pages/`` (see :data:`app.widgets.PAGES`), draws the settings summary in the
 sidebar and runs the chosen page. A ``?run=<id>`` query parameter (a shared link) opens that run.
 """
 
@@ -11,7 +11,7 @@ import logging
 
 import streamlit as st
 
-from app import state, ui
+from app.ui import state, widgets
 
 st.set_page_config(
     page_title="TerraLens",
@@ -21,13 +21,14 @@ st.set_page_config(
 )
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-settings = ui.load_settings_or_stop()
+settings = widgets.load_settings_or_stop()
 
 # A shared link (?run=<id>) opens that run; the Layers page then shows it.
 run_param = st.query_params.get("run")
 if run_param and run_param != state.RUN_ID.get():
     state.RUN_ID.set(run_param)
 
-current = st.navigation([ui.page(name) for name in ui.available_pages()], position="sidebar")
-ui.sidebar(settings)
+pages = [widgets.page(name) for name in widgets.available_pages()]
+current = st.navigation(pages, position="sidebar")
+widgets.sidebar(settings)
 current.run()

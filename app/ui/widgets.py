@@ -23,7 +23,7 @@ from inference.errors import TerraLensError
 logger = logging.getLogger("terralens.ui")
 
 #: Folder of the page scripts (``pages/`` at the repository root).
-PAGES_DIR = Path(__file__).resolve().parent.parent / "pages"
+PAGES_DIR = Path(__file__).resolve().parents[2] / "pages"
 #: Shown wherever outputs of random weights appear.
 UNTRAINED_WARNING = "Weights: untrained — outputs are noise"
 
@@ -192,3 +192,10 @@ def load_settings_or_stop() -> Settings:
         st.error(f"TerraLens is misconfigured: {err}")
         st.stop()
         raise  # pragma: no cover - st.stop() raises
+
+
+def static_url() -> str:
+    """Where this server serves the vendored map assets (honours ``server.baseUrlPath``)."""
+    from app.maps import static_url_for
+
+    return static_url_for(str(st.get_option("server.baseUrlPath") or ""))

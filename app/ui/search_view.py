@@ -18,6 +18,7 @@ import streamlit as st
 
 from app.aoi import AOI
 from app.catalog import Collection, SceneSummary, SearchRequest
+from app.ui import widgets
 from inference.errors import InvalidAOIError, TerraLensError
 
 logger = logging.getLogger("terralens.search")
@@ -243,13 +244,6 @@ def loaded_scene_markdown(scene: Any) -> str:
 
 
 # -- Map -------------------------------------------------------------------------------------------
-def static_url() -> str:
-    """Where this server serves the vendored map assets (honours ``server.baseUrlPath``)."""
-    from app.maps import static_url_for
-
-    return static_url_for(str(st.get_option("server.baseUrlPath") or ""))
-
-
 def scene_preview(scene: Any) -> tuple[Any, Any] | None:
     """(display layer, rendered PNG) of the loaded scene's true colour, or ``None``."""
     from app.layers import display_layers_for, render_png
@@ -284,5 +278,5 @@ def search_map(
                   for s in results or []]
     overlays = [(preview[0], preview[1], 1.0)] if preview is not None else []
     return build_map(aoi=aoi, footprints=footprints, overlays=overlays, draw=True,
-                     center=center, zoom=zoom, static_url=static_url(),
+                     center=center, zoom=zoom, static_url=widgets.static_url(),
                      geocoder_url=geocoder_url)
