@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.app_server import page_test
+from tests.fixtures.app_server import PAGES, page_test
 
 
 def _sidebar_text(at: Any) -> str:
@@ -48,6 +48,6 @@ def test_a_shared_run_link_opens_the_run(app_run: Any) -> None:
     at.query_params["run"] = app_run.id
     at.run()
     assert at.session_state["run_id"] == app_run.id
-    at.switch_page("../pages/3_Layers.py").run()
+    at.switch_page(str(PAGES / "3_Layers.py")).run()
     assert not at.exception and not at.error
     assert any(c.label == "[G] LULC" for c in at.checkbox)

@@ -9,7 +9,7 @@ from typing import Any
 from app.aoi import AOI
 from app.runs import RunStore
 from app.ui.state import W
-from tests.fixtures.app_server import page_test
+from tests.fixtures.app_server import PAGES, page_test
 
 PAGE = "4_Runs.py"
 
@@ -38,7 +38,7 @@ def test_lists_the_stored_run_with_its_provenance(app_run: Any) -> None:
 def test_reopen_switches_to_layers_with_the_run(app_run: Any) -> None:
     at = page_test("main")
     at.run()
-    at.switch_page("../pages/4_Runs.py").run()
+    at.switch_page(str(PAGES / "4_Runs.py")).run()
     assert not at.exception
     at.button(key=W.RUNS_OPEN).click().run()
     assert not at.exception and not at.error
