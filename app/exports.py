@@ -16,7 +16,7 @@ import pandas as pd
 import xarray as xr
 from PIL import Image, PngImagePlugin
 
-from app.rasters import tag_text
+from app.rasters import class_names, tag_text
 
 if TYPE_CHECKING:
     from app.layers import RenderedLayer
@@ -123,11 +123,10 @@ def png_snapshot(rendered: RenderedLayer, *, title: str = "",
 def vector_classes(da: xr.DataArray) -> list[tuple[int, str]]:
     """(value, name) of the classes to vectorise in a prediction class map (not class 0,
     which is background / "not water"); empty for layers that are not prediction class maps."""
-    from app.layers import class_names_of
 
     if da.attrs.get("kind") != "prediction" or not np.issubdtype(da.dtype, np.integer):
         return []
-    names = class_names_of(da)
+    names = class_names(da)
     if not names:
         top = int(np.asarray(da.values)[np.asarray(da.values) != 255].max(initial=0))
         names = ["background"] + [f"class {v}" for v in range(1, top + 1)]
@@ -139,7 +138,7 @@ def polygons_bytes(da: xr.DataArray, fmt: str) -> bytes:
     or ``"gpkg"`` bytes."""
     import geopandas as gpd
 
-    from inference.vectors import mask_to_polygons, to_geojson_bytes, to_geopackage_bytes
+    from app.vectors import mask_to_polygons, to_geojson_bytes, to_geopackage_bytes
 
     frames = [mask_to_polygons(da, value=value, name=name) for value, name in vector_classes(da)]
     frame = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs="EPSG:4326")

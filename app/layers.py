@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from app.colors import (
     lulc_classes,
     prediction_classes,
 )
+from app.rasters import class_names, pixel_areas_km2
 from inference.errors import InvalidRequestError
 from inference.modalities import MODALITY_INFO, Modality
 
@@ -140,23 +140,6 @@ def _band_names(da: xr.DataArray) -> tuple[str, ...]:
     return tuple(str(i + 1) for i in range(da.sizes.get("band", 1)))
 
 
-def class_names_of(da: xr.DataArray) -> list[str]:
-    """The ``class_names`` attr of a class map as a list (it is stored as JSON text)."""
-    raw = da.attrs.get("class_names")
-    if raw is None:
-        return []
-    if isinstance(raw, str):
-        try:
-            parsed = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise InvalidRequestError(
-                f"class_names must be a JSON list of names, got {raw[:80]!r}"
-            ) from err
-    else:
-        parsed = raw
-    return [str(n) for n in parsed]
-
-
 def _is_probability_stack(name: str, da: xr.DataArray, modality: Modality | None) -> bool:
     is_float = np.issubdtype(da.dtype, np.floating)
     return name.upper().endswith("_PROB") or (
@@ -210,7 +193,7 @@ def _continuous_style(name: str, da: xr.DataArray, band: str, modality: Modality
 def _class_entries(da: xr.DataArray, modality: Modality | None) -> tuple[ClassEntry, ...]:
     if modality is Modality.LULC:
         return lulc_classes()
-    names = class_names_of(da)
+    names = class_names(da)
     if not names:
         values = np.asarray(da.values)
         top = int(values[values != CLASS_NODATA].max(initial=1))
@@ -432,23 +415,6 @@ def sample_point(
     return out
 
 
-def pixel_area_km2(da: xr.DataArray) -> np.ndarray:
-    """Area of the pixels of each row in km² (``(y,)``; constant rows in projected CRSs)."""
-    crs, transform, height, _ = _grid(da)
-    crs = CRS.from_user_input(crs)
-    if crs.is_geographic:
-        # Cell on the sphere of WGS84's authalic radius: R² Δλ (sin φ1 − sin φ2).
-        radius_km = 6371.0072
-        rows = np.arange(height)
-        lat_top = np.radians(transform.f + transform.e * rows)
-        lat_bottom = np.radians(transform.f + transform.e * (rows + 1))
-        dlon = math.radians(abs(transform.a))
-        return np.abs(radius_km**2 * dlon * (np.sin(lat_top) - np.sin(lat_bottom)))
-    unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
-    area_m2 = abs(transform.a * transform.e - transform.b * transform.d) * unit**2
-    return np.full(height, area_m2 / 1e6)
-
-
 def layer_statistics(da: xr.DataArray, layer: DisplayLayer, *, bins: int = 30) -> dict[str, Any]:
     """Summary of one display layer over its valid pixels.
 
@@ -466,7 +432,7 @@ def layer_statistics(da: xr.DataArray, layer: DisplayLayer, *, bins: int = 30) -
         ``min``/``max``/``mean``.
     """
     _require_bands(da, layer)
-    row_area = pixel_area_km2(da)
+    row_area = pixel_areas_km2(da)[:, 0]
     if layer.style.kind is StyleKind.RGB:
         per_band: dict[str, dict[str, float | None]] = {}
         for band in layer.bands:

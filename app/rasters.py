@@ -95,11 +95,10 @@ def _class_colours(da: xr.DataArray) -> dict[int, tuple[int, int, int, int]] | N
     if str(da.attrs.get("modality", "")) == "LULC":
         entries = lulc_classes()
     else:
-        raw = da.attrs.get("class_names")
-        if raw is None:
+        names = class_names(da)
+        if not names:
             return None
-        names = json.loads(raw) if isinstance(raw, str) else list(raw)
-        entries = prediction_classes([str(n) for n in names])
+        entries = prediction_classes(names)
     lut = class_lut(entries)
     return {int(v): tuple(int(c) for c in lut[v]) for v in range(256)}  # type: ignore[misc]
 
@@ -295,3 +294,60 @@ def read_layer_window(url: str, bbox: tuple[float, float, float, float]) -> xr.D
     da = xr.DataArray(values, dims=("band", "y", "x"),
                       coords={"band": names, "y": ys, "x": xs}, attrs=attrs)
     return da.rio.write_crs(crs).rio.write_transform(transform)
+
+
+def class_names(da: xr.DataArray) -> list[str]:
+    """The ``class_names`` attr of a class map as a list of names (stored as JSON text).
+
+    Returns:
+        The names in class-value order; empty when the layer has none.
+
+    Raises:
+        InvalidRequestError: the attr is not a JSON list.
+    """
+    raw = da.attrs.get("class_names")
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise InvalidRequestError(
+                f"class_names must be a JSON list of names, got {raw[:80]!r}"
+            ) from err
+    if not isinstance(raw, list | tuple):
+        raise InvalidRequestError(f"class_names must be a list of names, got {raw!r:.80}")
+    return [str(n) for n in raw]
+
+
+def pixel_areas_km2(da: xr.DataArray) -> np.ndarray:
+    """Area of every pixel row in km², shape ``[H, 1]`` (broadcasts over columns).
+
+    In a projected CRS all pixels have the same area (``|det(transform)|`` in CRS units²,
+    converted with the CRS's linear unit); in a geographic CRS each row gets its geodesic area.
+
+    Raises:
+        InvalidRequestError: no CRS, or a rotated geographic grid.
+    """
+    crs = da.rio.crs
+    if crs is None:
+        raise InvalidRequestError("The raster has no CRS: write one with rio.write_crs.")
+    transform = da.rio.transform()
+    h = da.sizes["y"]
+    if not crs.is_geographic:
+        factor = float(crs.linear_units_factor[1]) if crs.linear_units_factor else 1.0
+        area_m2 = abs(transform.a * transform.e - transform.b * transform.d) * factor**2
+        return np.full((h, 1), area_m2 / 1e6)
+    if transform.b != 0 or transform.d != 0:
+        raise InvalidRequestError("Rotated grids in a geographic CRS are not supported.")
+    from pyproj import Geod
+
+    geod = Geod(ellps="WGS84")
+    x0, x1 = transform.c, transform.c + transform.a
+    rows = []
+    for i in range(h):
+        y0 = transform.f + transform.e * i
+        y1 = y0 + transform.e
+        area, _ = geod.polygon_area_perimeter([x0, x1, x1, x0], [y0, y0, y1, y1])
+        rows.append(abs(area) / 1e6)
+    return np.asarray(rows)[:, None]

@@ -36,7 +36,7 @@ import shapely.geometry
 import xarray as xr
 
 from app.aoi import geojson_geometry
-from app.rasters import jsonable, read_layer, write_cog
+from app.rasters import class_names, jsonable, read_layer, write_cog
 from inference.errors import InvalidRequestError, RunStoreError
 
 if TYPE_CHECKING:
@@ -297,9 +297,7 @@ def _parse_datetime(value: Any) -> dt.datetime | None:
 
 def _asset(name: str, da: xr.DataArray) -> pystac.Asset:
     attrs = da.attrs
-    classes = attrs.get("class_names")
-    if isinstance(classes, str):
-        classes = json.loads(classes)
+    classes = class_names(da)
     transform = da.rio.transform()
     epsg = da.rio.crs.to_epsg()
     extra: dict[str, Any] = {

@@ -13,16 +13,17 @@ import pytest
 import xarray as xr
 from pyproj import Geod
 
-from inference.errors import InvalidRequestError
-from inference.modalities import LULC_CLASSES, LULC_WATER
-from inference.vectors import (
+from app.vectors import (
     POLYGON_COLUMNS,
     class_area_stats,
     mask_to_polygons,
-    pixel_areas_km2,
     to_geojson_bytes,
     to_geopackage_bytes,
 )
+from app.layers import display_layers_for, layer_statistics
+from app.rasters import pixel_areas_km2
+from inference.errors import InvalidRequestError
+from inference.modalities import LULC_CLASSES, LULC_WATER
 from tests.fixtures.models import s2_window
 
 PIXEL_KM2 = 10 * 10 / 1e6  # 10 m pixels
@@ -116,6 +117,18 @@ def test_geographic_grid_uses_geodesic_areas() -> None:
     assert frame["area_km2"].iloc[0] == pytest.approx(expected, rel=1e-6)
     rows = pixel_areas_km2(da)
     assert rows.shape == (40, 1) and rows[0, 0] < rows[-1, 0]  # pixels grow towards the equator
+
+
+def test_statistics_and_the_polygon_export_give_the_same_km2_in_degrees() -> None:
+    """The Layers page's class areas and the polygon download use one (ellipsoidal) formula."""
+    mask = np.zeros((40, 50), np.uint8)
+    mask[5:35, 5:45] = 1
+    da = _lonlat(mask, west=10.0, north=60.0, step=0.01)
+    da.attrs.update(kind="prediction", class_names='["not water", "water"]')
+    polygons_km2 = float(mask_to_polygons(da)["area_km2"].sum())
+    layer = display_layers_for({"WATER": da})[0]
+    water = next(c for c in layer_statistics(da, layer)["classes"] if c["name"] == "water")
+    assert water["area_km2"] == pytest.approx(polygons_km2, rel=1e-9)
 
 
 def test_class_area_stats_sum_to_the_raster_area() -> None:

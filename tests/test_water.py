@@ -14,13 +14,13 @@ import rasterio
 import xarray as xr
 
 from app.cli import main
-from inference.modalities import LULC_CLASSES, LULC_WATER
-from inference.vectors import (
+from app.vectors import (
     class_area_stats,
     mask_to_polygons,
     to_geojson_bytes,
     to_geopackage_bytes,
 )
+from inference.modalities import LULC_CLASSES, LULC_WATER
 from inference.water import WATER_NODATA, water_from_lulc, zero_shot_water
 from tests.fixtures.models import s2_window
 

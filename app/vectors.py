@@ -12,12 +12,12 @@ Polygons are then reprojected to EPSG:4326, the CRS of every vector crossing a b
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from app import rasters
 from inference.errors import InvalidRequestError
 
 if TYPE_CHECKING:
@@ -53,53 +53,6 @@ def _class_array(da: xr.DataArray, what: str) -> np.ndarray:
             f"{what} must be an integer class map (e.g. uint8), got dtype {data.dtype!s}."
         )
     return data
-
-
-def _class_names(da: xr.DataArray) -> list[str] | None:
-    raw = da.attrs.get("class_names")
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError:
-            return None
-    if isinstance(raw, list | tuple):
-        return [str(n) for n in raw]
-    return None
-
-
-def pixel_areas_km2(da: xr.DataArray) -> np.ndarray:
-    """Area of every pixel row in km², shape ``[H, 1]`` (broadcasts over columns).
-
-    In a projected CRS all pixels have the same area (``|det(transform)|`` in CRS units²,
-    converted with the CRS's linear unit); in a geographic CRS each row gets its geodesic area.
-
-    Raises:
-        InvalidRequestError: no CRS, or a rotated geographic grid.
-    """
-    import rioxarray  # noqa: F401
-
-    crs = da.rio.crs
-    if crs is None:
-        raise InvalidRequestError("The raster has no CRS: write one with rio.write_crs.")
-    transform = da.rio.transform()
-    h = da.sizes["y"]
-    if not crs.is_geographic:
-        factor = float(crs.linear_units_factor[1]) if crs.linear_units_factor else 1.0
-        area_m2 = abs(transform.a * transform.e - transform.b * transform.d) * factor**2
-        return np.full((h, 1), area_m2 / 1e6)
-    if transform.b != 0 or transform.d != 0:
-        raise InvalidRequestError("Rotated grids in a geographic CRS are not supported.")
-    from pyproj import Geod
-
-    geod = Geod(ellps="WGS84")
-    x0, x1 = transform.c, transform.c + transform.a
-    rows = []
-    for i in range(h):
-        y0 = transform.f + transform.e * i
-        y1 = y0 + transform.e
-        area, _ = geod.polygon_area_perimeter([x0, x1, x1, x0], [y0, y0, y1, y1])
-        rows.append(abs(area) / 1e6)
-    return np.asarray(rows)[:, None]
 
 
 def mask_to_polygons(
@@ -138,7 +91,7 @@ def mask_to_polygons(
     if connectivity not in (4, 8):
         raise InvalidRequestError(f"connectivity must be 4 or 8, got {connectivity!r}.")
     if name is None:
-        names = _class_names(mask_da)
+        names = rasters.class_names(mask_da)
         name = names[value] if names and 0 <= value < len(names) else f"class {value}"
 
     selected = data == value
@@ -159,12 +112,16 @@ def mask_to_polygons(
         if src_crs.is_geographic:
             from pyproj import Geod
 
+            # Edges split at every pixel corner: the polygon's geodesic area is then exactly
+            # the sum of its pixels' (rasters.pixel_areas_km2), as the statistics count them.
             geod = Geod(ellps="WGS84")
-            areas = np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in geoms]) / 1e6
+            dense = shapely.segmentize(np.asarray(geoms, dtype=object),
+                                       max_segment_length=abs(transform.a) * 1.0001)
+            areas = np.array([abs(geod.geometry_area_perimeter(g)[0]) for g in dense]) / 1e6
         else:
             factor = float(src_crs.linear_units_factor[1]) if src_crs.linear_units_factor else 1.0
             areas = shapely.area(np.asarray(geoms, dtype=object)) * factor**2 / 1e6
-        pixel_km2 = float(pixel_areas_km2(mask_da).mean())
+        pixel_km2 = float(rasters.pixel_areas_km2(mask_da).mean())
         frame["pixels"] = np.rint(areas / pixel_km2).astype(np.int64)
         frame["area_km2"] = areas.astype(np.float64)
     else:
@@ -233,7 +190,7 @@ def class_area_stats(
     import rioxarray  # noqa: F401
 
     data = _class_array(class_da, "The class map")
-    names = list(class_names) if class_names is not None else _class_names(class_da)
+    names = list(class_names) if class_names is not None else rasters.class_names(class_da)
     if not names:
         raise InvalidRequestError(
             "No class names: pass class_names or give the layer a 'class_names' attr."
@@ -241,7 +198,7 @@ def class_area_stats(
     if nodata is None and class_da.rio.nodata is not None:
         nd = class_da.rio.nodata
         nodata = int(nd) if np.isfinite(nd) and float(nd).is_integer() else None
-    areas = pixel_areas_km2(class_da)
+    areas = rasters.pixel_areas_km2(class_da)
     total_pixels = data.size
     values = data.astype(np.int64)
     # Area per value: sum the per-row pixel area of each pixel.
@@ -279,7 +236,6 @@ __all__ = [
     "POLYGON_COLUMNS",
     "class_area_stats",
     "mask_to_polygons",
-    "pixel_areas_km2",
     "to_geojson_bytes",
     "to_geopackage_bytes",
 ]
