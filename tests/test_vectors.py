@@ -13,6 +13,8 @@ import pytest
 import xarray as xr
 from pyproj import Geod
 
+from app.layers import display_layers_for, layer_statistics
+from app.rasters import pixel_areas_km2
 from app.vectors import (
     POLYGON_COLUMNS,
     class_area_stats,
@@ -20,8 +22,6 @@ from app.vectors import (
     to_geojson_bytes,
     to_geopackage_bytes,
 )
-from app.layers import display_layers_for, layer_statistics
-from app.rasters import pixel_areas_km2
 from inference.errors import InvalidRequestError
 from inference.modalities import LULC_CLASSES, LULC_WATER
 from tests.fixtures.models import s2_window
