@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import pystac
 import pystac_client
@@ -369,6 +369,23 @@ def search_scenes(
         ) from err
     scenes.sort(key=lambda s: (s.datetime, s.id))
     return SearchResults(scenes, skipped)
+
+
+def scene_href(item: Mapping[str, Any], stac_url: str) -> str | None:
+    """Where a scene's STAC Item lives: its ``self`` link, else the API's item URL.
+
+    Returns:
+        An absolute URL, or ``None`` when the item has neither a ``self`` link nor a
+        collection to build the URL from.
+    """
+    for link in item.get("links") or ():
+        if isinstance(link, Mapping) and link.get("rel") == "self" and link.get("href"):
+            return str(link["href"])
+    collection, item_id = item.get("collection"), item.get("id")
+    if not collection or not item_id:
+        return None
+    return f"{stac_url.rstrip('/')}/collections/{quote(str(collection), safe='')}/items/" \
+        f"{quote(str(item_id), safe='')}"
 
 
 def fetch_item(

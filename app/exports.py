@@ -56,17 +56,20 @@ def run_readme(run: Run) -> str:
     for name, asset in sorted(run.item.assets.items()):
         fields = asset.extra_fields
         flag = " SYNTHETIC" if fields.get("terralens:synthetic") else ""
-        bands = ", ".join(fields.get("terralens:bands", []))
-        units = fields.get("terralens:units") or "unitless"
-        nodata = "255" if fields.get("terralens:dtype") == "uint8" else "NaN"
+        band_fields = fields.get("bands") or [{}]
+        bands = ", ".join(str(b.get("name", "")) for b in band_fields)
+        units = band_fields[0].get("unit") or "unitless"
+        data_type = band_fields[0].get("data_type", "")
+        nodata = band_fields[0].get("nodata")
+        nodata = "NaN" if str(nodata) == "nan" else nodata
         lines.append(
             f"{Path(asset.href).name}: {asset.title or name} [{fields.get('terralens:kind', '')}"
-            f"{flag}] bands {bands}; units {units}; {fields.get('terralens:dtype', '')}, "
+            f"{flag}] bands {bands}; units {units}; {data_type}, "
             f"nodata {nodata}; CRS {fields.get('proj:code', '')}"
         )
-        classes = fields.get("terralens:class_names")
+        classes = fields.get("classification:classes")
         if classes:
-            lines.append("    classes: " + ", ".join(f"{i}={n}" for i, n in enumerate(classes)))
+            lines.append("    classes: " + ", ".join(f"{c['value']}={c['name']}" for c in classes))
     lines += [
         "item.json: STAC Item of the run (geometry = area of interest, datetime = scene time,",
         "    properties = request and provenance, one asset per GeoTIFF).",

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import xarray as xr
 
 from app.aoi import AOI
+from app.catalog import scene_href
 from app.runs import Run, RunRequest, RunStore
 from app.scenes import aoi_mask, load_scene
 from app.settings import Settings
@@ -167,7 +168,7 @@ def execute_generation(
         )
     layers = _run_inference(job, scene, model_provider, progress, cancel,
                             device=job.extra.get("device", settings.device))
-    provenance = _provenance(job, scene, layers)
+    provenance = _provenance(job, scene, layers, stac_url=settings.stac_url)
     return store.save(run_request(job, settings), layers, provenance=provenance,
                       input_layer=scene)
 
@@ -178,7 +179,7 @@ _PROVENANCE_ATTRS = ("model", "weights", "untrained", "timesteps", "seed",
 
 
 def _provenance(
-    job: GenerationJob, scene: xr.DataArray, layers: dict[str, xr.DataArray]
+    job: GenerationJob, scene: xr.DataArray, layers: dict[str, xr.DataArray], *, stac_url: str
 ) -> dict[str, Any]:
     """What the run's STAC Item records: the job, the scene and the model that ran."""
     provenance: dict[str, Any] = {"task": job.task, **job.params()}
@@ -187,6 +188,9 @@ def _provenance(
         if key in scene.attrs:
             provenance[key] = scene.attrs[key]
     provenance.setdefault("scene_id", job.scene_id)
+    href = scene_href(job.scene_items[0], stac_url) if job.scene_items else None
+    if href:
+        provenance["scene_href"] = href
     for key in _PROVENANCE_ATTRS:
         value = next((da.attrs[key] for da in layers.values() if key in da.attrs), None)
         if value is not None:

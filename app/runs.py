@@ -36,6 +36,7 @@ import shapely.geometry
 import xarray as xr
 
 from app.aoi import geojson_geometry
+from app.colors import CLASS_NODATA
 from app.rasters import class_names, jsonable, read_layer, write_cog
 from inference.errors import InvalidRequestError, RunStoreError
 
@@ -50,7 +51,6 @@ ITEM_FILE = "item.json"
 CATALOG_FILE = "catalog.json"
 TMP_PREFIX = ".tmp-"
 TRASH_PREFIX = ".trash-"
-PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 _LAYER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _RESERVED = frozenset({"item", "catalog", "readme"})
@@ -295,18 +295,52 @@ def _parse_datetime(value: Any) -> dt.datetime | None:
     return None
 
 
+#: STAC extensions every run Item uses (projection of each asset, classes of class maps,
+#: the software that made it).
+PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+CLASSIFICATION_EXTENSION = (
+    "https://stac-extensions.github.io/classification/v2.0.0/schema.json")
+PROCESSING_EXTENSION = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
+
+
+def _class_entries(da: xr.DataArray, names: list[str]) -> list[dict[str, Any]]:
+    """``classification:classes`` of a class map: value, name, and the map's colour."""
+    from app.colors import lulc_classes, prediction_classes
+
+    entries = lulc_classes() if str(da.attrs.get("modality", "")) == "LULC" else (
+        prediction_classes(names))
+    colours = {e.value: e.colour for e in entries}
+    out = []
+    for value, name in enumerate(names):
+        entry: dict[str, Any] = {"value": value, "name": name}
+        colour = colours.get(value)
+        if colour:
+            entry["color_hint"] = colour.lstrip("#").upper()
+        out.append(entry)
+    return out
+
+
 def _asset(name: str, da: xr.DataArray) -> pystac.Asset:
+    """A layer's asset: STAC 1.1 ``bands`` (name, unit, nodata, data type), projection,
+    ``classification:classes`` for class maps, and whether it is synthetic."""
     attrs = da.attrs
     classes = class_names(da)
     transform = da.rio.transform()
     epsg = da.rio.crs.to_epsg()
+    is_class_map = da.dtype in (np.uint8, np.bool_)
+    data_type, nodata = ("uint8", CLASS_NODATA) if is_class_map else ("float32", "nan")
+    unit = str(attrs.get("units", ""))
+    bands = []
+    for band in np.atleast_1d(da["band"].values):
+        entry: dict[str, Any] = {"name": str(band), "data_type": data_type, "nodata": nodata}
+        if unit:
+            entry["unit"] = unit
+        bands.append(entry)
     extra: dict[str, Any] = {
         "terralens:kind": str(attrs.get("kind", "input")),
         "terralens:modality": str(attrs.get("modality", name)),
-        "terralens:units": str(attrs.get("units", "")),
         "terralens:synthetic": bool(attrs.get("synthetic", False)),
-        "terralens:bands": [str(b) for b in np.atleast_1d(da["band"].values)],
-        "terralens:dtype": "uint8" if da.dtype in (np.uint8, np.bool_) else "float32",
+        "bands": bands,
         "proj:code": f"EPSG:{epsg}" if epsg else None,
         "proj:wkt2": None if epsg else da.rio.crs.to_wkt(),
         "proj:shape": [int(da.sizes["y"]), int(da.sizes["x"])],
@@ -314,7 +348,7 @@ def _asset(name: str, da: xr.DataArray) -> pystac.Asset:
                            transform.d, transform.e, transform.f],
     }
     if classes:
-        extra["terralens:class_names"] = list(classes)
+        extra["classification:classes"] = _class_entries(da, classes)
     roles = ["data", "input"] if name == INPUT_LAYER else ["data"]
     if extra["terralens:synthetic"]:
         roles.append("synthetic")
@@ -323,6 +357,19 @@ def _asset(name: str, da: xr.DataArray) -> pystac.Asset:
         title=str(attrs.get("long_name", name)), roles=roles,
         extra_fields={k: v for k, v in extra.items() if v is not None},
     )
+
+
+def _software(provenance: Mapping[str, Any]) -> dict[str, str]:
+    """``processing:software``: TerraLens' version and terratorch's when a model ran."""
+    import importlib.metadata
+
+    try:
+        software = {"terralens": importlib.metadata.version("terralens")}
+    except importlib.metadata.PackageNotFoundError:
+        software = {"terralens": "unknown"}
+    if provenance.get("terratorch_version"):
+        software["terratorch"] = str(provenance["terratorch_version"])
+    return software
 
 
 class RunStore:
@@ -522,11 +569,13 @@ class RunStore:
             "terralens:untrained": bool(provenance.get("untrained", False)),
             "terralens:request": request.to_dict(),
             "terralens:provenance": dict(provenance),
+            "processing:software": _software(provenance),
         }
         item = pystac.Item(
             id=run_id, geometry=geometry, bbox=list(shapely.geometry.shape(geometry).bounds),
             datetime=scene_time or created, properties=properties,
-            stac_extensions=[PROJECTION_EXTENSION],
+            stac_extensions=[PROJECTION_EXTENSION, CLASSIFICATION_EXTENSION,
+                             PROCESSING_EXTENSION],
         )
         for name, da in layers.items():
             item.add_asset(name, _asset(name, da))
@@ -535,6 +584,10 @@ class RunStore:
             {"rel": "root", "href": f"../{CATALOG_FILE}", "type": "application/json"},
             {"rel": "parent", "href": f"../{CATALOG_FILE}", "type": "application/json"},
         ]
+        if provenance.get("scene_href"):
+            data["links"].append({"rel": "derived_from", "href": str(provenance["scene_href"]),
+                                  "type": "application/geo+json",
+                                  "title": f"Source scene {request.scene_id}"})
         return data
 
     def delete(self, run_id: str) -> None:

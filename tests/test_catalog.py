@@ -298,3 +298,15 @@ def test_summarise_item_rejects_items_without_geometry_or_date(s2_scene_set: Sce
     item["properties"]["datetime"] = "2022-06-15T10:00:00Z"
     item["geometry"] = {"type": "Polygon", "coordinates": "oops"}
     assert summarise_item(item, aoi) is None
+
+
+def test_scene_href_is_the_self_link_or_the_api_item_url():
+    from app.catalog import scene_href
+
+    item = {"id": "S2A x/1", "collection": "sentinel-2-l2a",
+            "links": [{"rel": "self", "href": "https://stac.example/items/S2A"}]}
+    assert scene_href(item, "https://other.example/") == "https://stac.example/items/S2A"
+    item["links"] = []
+    assert scene_href(item, "https://api.example/stac/v1/") == (
+        "https://api.example/stac/v1/collections/sentinel-2-l2a/items/S2A%20x%2F1")
+    assert scene_href({"id": "x"}, "https://api.example") is None

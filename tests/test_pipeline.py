@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,9 @@ def test_generation_is_stored_and_the_same_request_is_answered_from_the_store(
     assert lulc.shape[1:] == scene.shape[1:] == (140, 160)
     assert run.untrained and run.provenance["model"] == "terramind_v1_tiny_generate"
     assert run.provenance["scene_id"] == SCENE and run.provenance["offset_applied"] == 0
+    links = json.loads((run.path / "item.json").read_text())["links"]
+    assert [link["href"] for link in links if link["rel"] == "derived_from"] == [
+        f"{settings.stac_url}/collections/sentinel-2-l2a/items/{SCENE}"]
 
     again = execute_generation(job, settings=settings, store=store, model_provider=provider)
     assert again.id == run.id and len(calls) == 1  # no model, no scene read the second time

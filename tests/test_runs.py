@@ -16,6 +16,7 @@ from app.aoi import AOI
 from app.layers import display_layers_for
 from app.runs import INPUT_LAYER, RunRequest, RunStore
 from inference.errors import InvalidRequestError, RunStoreError
+from inference.modalities import LULC_CLASSES
 from tests.fixtures.runs import SCENE_DATETIME, SCENE_ID, make_sample_layers
 
 
@@ -220,11 +221,20 @@ def test_item_is_a_stac_item_with_aoi_datetime_provenance_and_assets(sample_run,
     s1 = item.assets["S1GRD"]
     assert s1.media_type == pystac.MediaType.COG
     assert "data" in s1.roles and "synthetic" in s1.roles
-    assert s1.extra_fields["terralens:units"] == "dB"
+    assert [b["name"] for b in s1.extra_fields["bands"]] == ["VV", "VH"]
+    assert {b["unit"] for b in s1.extra_fields["bands"]} == {"dB"}
+    assert {(b["data_type"], b["nodata"]) for b in s1.extra_fields["bands"]} == {
+        ("float32", "nan")}
     assert s1.extra_fields["terralens:kind"] == "generated"
     assert s1.extra_fields["proj:code"] == "EPSG:32633"
     assert "input" in item.assets["input"].roles
-    assert item.assets["LULC"].extra_fields["terralens:class_names"][1] == "Water"
+    lulc = item.assets["LULC"].extra_fields
+    assert lulc["bands"][0]["data_type"] == "uint8" and lulc["bands"][0]["nodata"] == 255
+    water = lulc["classification:classes"][1]
+    assert water["value"] == 1 and water["name"] == "Water"
+    assert water["color_hint"] == LULC_CLASSES[1].colour.lstrip("#").upper()
+    assert props["processing:software"]["terralens"]
+    assert props["processing:software"]["terratorch"] == prov["terratorch_version"]
     assert item.assets["DEM"].get_absolute_href().endswith(f"{run.id}/DEM.tif")
 
     # The core Item schema ships with pystac; validate it with the network cut off.
@@ -246,3 +256,17 @@ def test_catalog_links_every_run(tmp_path, sample):
     store.delete(run.id)
     catalog = json.loads((tmp_path / "catalog.json").read_text())
     assert [link for link in catalog["links"] if link["rel"] == "item"] == []
+
+
+def test_a_run_links_the_scene_it_was_derived_from(tmp_path, sample):
+    full, layers = sample
+    href = "http://127.0.0.1:8081/api/stac/v1/collections/sentinel-2-l2a/items/S2A_X"
+    store = RunStore(tmp_path)
+    run = store.save(full.request, layers, provenance=full.provenance | {"scene_href": href})
+    item = json.loads((run.path / "item.json").read_text())
+    derived = [link for link in item["links"] if link["rel"] == "derived_from"]
+    assert [link["href"] for link in derived] == [href]
+    without = store.save(RunRequest.from_dict(full.request.to_dict() | {"seed": 99}), layers,
+                         provenance=full.provenance)
+    links = json.loads((without.path / "item.json").read_text())["links"]
+    assert not [link for link in links if link["rel"] == "derived_from"]
