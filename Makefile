@@ -10,6 +10,11 @@ PY     := $(VENV)/bin/python
 STAMP_APP  := $(VENV)/.installed-app
 STAMP_DEV  := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
+# The lock for this Python (constraints/py311.txt, py312.txt): the exact versions CI tested,
+# the transitive stack (diffusers, timm, lightning, torchgeo …) included.
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d%d" % sys.version_info[:2])')
+LOCK  := constraints/py$(PYVER).txt
+PIP_LOCK := $(if $(wildcard $(LOCK)),-c $(LOCK),)
 
 .PHONY: run test install install-dev system-deps lint bench clean
 
@@ -17,12 +22,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade "pip>=24"
 
-$(STAMP_APP): pyproject.toml | $(PY)
-	$(PY) -m pip install -e .
+$(STAMP_APP): pyproject.toml $(wildcard $(LOCK)) | $(PY)
+	$(PY) -m pip install $(PIP_LOCK) -e .
 	touch $@
 
-$(STAMP_DEV): pyproject.toml | $(PY)
-	$(PY) -m pip install -e ".[dev]"
+$(STAMP_DEV): pyproject.toml $(wildcard $(LOCK)) | $(PY)
+	$(PY) -m pip install $(PIP_LOCK) -e ".[dev]"
 	touch $@ $(STAMP_APP)
 
 install: $(STAMP_APP)

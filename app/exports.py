@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,9 @@ def run_readme(run: Run) -> str:
                   "the software only.", ""]
     lines += ["Files", "-----"]
     for name, asset in sorted(run.item.assets.items()):
+        if name in run.files:
+            lines.append(f"{name}: {asset.media_type}")
+            continue
         fields = asset.extra_fields
         flag = " SYNTHETIC" if fields.get("terralens:synthetic") else ""
         band_fields = fields.get("bands") or [{}]
@@ -148,3 +152,33 @@ def polygons_bytes(da: xr.DataArray, fmt: str) -> bytes:
     if fmt == "geojson":
         return to_geojson_bytes(frame)
     return to_geopackage_bytes(frame, layer=str(da.attrs.get("modality", "polygons")).lower())
+
+
+def class_areas_csv(da: xr.DataArray) -> bytes:
+    """A class map's areas as CSV: class value, name, pixels, km² and % (the rows of
+    :func:`app.vectors.class_area_stats`, which sum to the layer's area)."""
+    import csv
+
+    from app.vectors import class_area_stats
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["class", "name", "pixels", "area_km2", "percent"])
+    for row in class_area_stats(da):
+        writer.writerow([row["class"], row["name"], row["pixels"], f"{row['area_km2']:.6f}",
+                         f"{row['percent']:.4f}"])
+    return buffer.getvalue().encode("utf-8")
+
+
+def segmentation_files(layers: Mapping[str, xr.DataArray]) -> dict[str, bytes]:
+    """The vector files a segmentation run keeps beside its COGs: for every prediction class
+    map its polygons (``<LAYER>_polygons.geojson`` and ``.gpkg``, ``area_km2`` per polygon) and
+    its class areas (``<LAYER>_class_areas.csv``)."""
+    files: dict[str, bytes] = {}
+    for name, da in layers.items():
+        if not vector_classes(da):
+            continue
+        files[f"{name}_polygons.geojson"] = polygons_bytes(da, "geojson")
+        files[f"{name}_polygons.gpkg"] = polygons_bytes(da, "gpkg")
+        files[f"{name}_class_areas.csv"] = class_areas_csv(da)
+    return files

@@ -15,6 +15,7 @@ import xarray as xr
 
 from app.aoi import AOI
 from app.catalog import scene_href
+from app.exports import segmentation_files
 from app.runs import Run, RunRequest, RunStore
 from app.scenes import aoi_mask, load_scene
 from app.settings import Settings
@@ -169,8 +170,9 @@ def execute_generation(
     layers = _run_inference(job, scene, model_provider, progress, cancel,
                             device=job.extra.get("device", settings.device))
     provenance = _provenance(job, scene, layers, stac_url=settings.stac_url)
+    files = segmentation_files(layers) if job.task in (Task.WATER, Task.TIM) else None
     return store.save(run_request(job, settings), layers, provenance=provenance,
-                      input_layer=scene)
+                      input_layer=scene, files=files)
 
 
 #: Layer attrs copied into the run's provenance (the first layer that has them wins).

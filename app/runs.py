@@ -231,14 +231,23 @@ class Run:
         return self.item.datetime
 
     @property
+    def _rasters(self) -> list[str]:
+        return _raster_assets(self.item)
+
+    @property
     def layer_names(self) -> list[str]:
         """Names of the output layers (the input is :attr:`input_name`)."""
-        return [k for k in self.item.assets if k != INPUT_LAYER]
+        return [k for k in self._rasters if k != INPUT_LAYER]
 
     @property
     def input_name(self) -> str | None:
         """``"input"`` when the run kept its input, else ``None``."""
-        return INPUT_LAYER if INPUT_LAYER in self.item.assets else None
+        return INPUT_LAYER if INPUT_LAYER in self._rasters else None
+
+    @property
+    def files(self) -> dict[str, Path]:
+        """The run's other files (vector exports, tables) by file name."""
+        return {k: self.path / k for k in self.item.assets if k not in self._rasters}
 
     @property
     def title(self) -> str:
@@ -247,9 +256,9 @@ class Run:
 
     def layer_path(self, name: str) -> Path:
         """The GeoTIFF of one layer."""
-        if name not in self.item.assets:
+        if name not in self._rasters:
             raise RunStoreError(
-                f"run {self.id!r} has no layer {name!r}; it has {list(self.item.assets)!r}"
+                f"run {self.id!r} has no layer {name!r}; it has {self._rasters!r}"
             )
         return self.path / f"{name}.tif"
 
@@ -260,7 +269,7 @@ class Run:
     def load_layers(self, *, include_input: bool = True, load: bool = True,
                     ) -> dict[str, xr.DataArray]:
         """Every layer by name (the input under ``"input"`` when kept and asked for)."""
-        names = list(self.item.assets) if include_input else self.layer_names
+        names = self._rasters if include_input else self.layer_names
         return {name: self.load_layer(name, load=load) for name in names}
 
 
@@ -359,6 +368,26 @@ def _asset(name: str, da: xr.DataArray) -> pystac.Asset:
     )
 
 
+#: Media types of the files a run may keep beside its COGs.
+_FILE_MEDIA_TYPES = {
+    "geojson": "application/geo+json",
+    "gpkg": "application/geopackage+sqlite3",
+    "csv": "text/csv",
+}
+
+
+def _raster_assets(item: pystac.Item) -> list[str]:
+    """The Item's assets that are layers (COGs), in order."""
+    return [k for k, a in item.assets.items() if a.media_type == pystac.MediaType.COG]
+
+
+def _file_asset(file_name: str) -> dict[str, Any]:
+    """The Item asset of a non-raster file of a run (a vector export or a table)."""
+    suffix = file_name.rpartition(".")[2]
+    return {"href": f"./{file_name}", "type": _FILE_MEDIA_TYPES[suffix],
+            "title": file_name, "roles": ["data"] if suffix != "csv" else ["metadata"]}
+
+
 def _software(provenance: Mapping[str, Any]) -> dict[str, str]:
     """``processing:software``: TerraLens' version and terratorch's when a model ran."""
     import importlib.metadata
@@ -411,7 +440,9 @@ class RunStore:
             ) from err
         if created is None:
             raise RunStoreError(f"run {folder.name!r} has no valid 'created' time")
-        missing = [k for k in item.assets if not (folder / f"{k}.tif").is_file()]
+        missing = [k for k in _raster_assets(item) if not (folder / f"{k}.tif").is_file()]
+        missing += [k for k in item.assets if k not in _raster_assets(item)
+                    and not (folder / k).is_file()]
         if missing:
             raise RunStoreError(f"run {folder.name!r} is incomplete: missing layers {missing!r}")
         return Run(id=folder.name, path=folder, created=created, request=request, item=item)
@@ -469,6 +500,7 @@ class RunStore:
         *,
         provenance: Mapping[str, Any],
         input_layer: xr.DataArray | None = None,
+        files: Mapping[str, bytes] | None = None,
     ) -> Run:
         """Store a run atomically (replacing an earlier run of the same request).
 
@@ -478,6 +510,8 @@ class RunStore:
             provenance: Model, weights, timesteps, seed, scene id, offset applied, flags...
                 (JSON-able values; ``datetime`` is the scene time and becomes the Item's).
             input_layer: The model input (e.g. the S2L2A scene) to keep as ``input.tif``.
+            files: Other files of the run by file name (vector exports, tables), written
+                beside the COGs and listed as assets of the Item.
 
         Returns:
             The stored run.
@@ -500,6 +534,14 @@ class RunStore:
                 )
         if input_layer is not None:
             all_layers[INPUT_LAYER] = input_layer
+        extra_files = dict(files or {})
+        for file_name in extra_files:
+            stem, _, suffix = file_name.rpartition(".")
+            if not _LAYER_NAME.match(file_name) or suffix not in _FILE_MEDIA_TYPES or \
+                    stem.lower() in _RESERVED:
+                raise InvalidRequestError(
+                    f"run file name {file_name!r} is not allowed; use letters, digits, '_', "
+                    f"'-' or '.' and one of {sorted(_FILE_MEDIA_TYPES)!r}")
         for name, da in all_layers.items():
             if not isinstance(da, xr.DataArray):
                 raise InvalidRequestError(f"layer {name!r} must be an xarray.DataArray, "
@@ -512,7 +554,12 @@ class RunStore:
             tmp.mkdir()
             for name, da in all_layers.items():
                 _fsync_file(write_cog(da, tmp / f"{name}.tif"))
+            for file_name, data in extra_files.items():
+                (tmp / file_name).write_bytes(data)
+                _fsync_file(tmp / file_name)
             item = self._item(run_id, request, all_layers, prov, created)
+            for file_name in extra_files:
+                item["assets"][file_name] = _file_asset(file_name)
             item_path = tmp / ITEM_FILE
             item_path.write_text(json.dumps(item, indent=1), encoding="utf-8")
             _fsync_file(item_path)

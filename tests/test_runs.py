@@ -270,3 +270,16 @@ def test_a_run_links_the_scene_it_was_derived_from(tmp_path, sample):
                          provenance=full.provenance)
     links = json.loads((without.path / "item.json").read_text())["links"]
     assert not [link for link in links if link["rel"] == "derived_from"]
+
+
+def test_a_run_keeps_its_vector_files_beside_the_layers(tmp_path, sample):
+    full, layers = sample
+    store = RunStore(tmp_path)
+    run = store.save(full.request, layers, provenance=full.provenance,
+                     files={"WATER_class_areas.csv": b"class,name\n1,water\n"})
+    assert run.files == {"WATER_class_areas.csv": run.path / "WATER_class_areas.csv"}
+    assert "WATER_class_areas.csv" not in run.layer_names
+    assert set(store.open(run.id).load_layers()) == set(layers)
+    for bad in ("../escape.csv", "item.json", "layer.exe", "x/y.csv"):
+        with pytest.raises(InvalidRequestError, match="run file name"):
+            store.save(full.request, layers, provenance=full.provenance, files={bad: b""})

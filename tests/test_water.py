@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from pathlib import Path
@@ -118,6 +119,22 @@ def test_cli_segment_without_checkpoint_maps_water(
                            "--out", str(tmp_path))
     assert {"WATER.tif", "WATER_CONFIDENCE.tif", "LULC.tif", "item.json"} <= {
         p.name for p in run_dir.iterdir()}
+    # The water polygons and the class areas, as the app's downloads offer them.
+    polygons = gpd.read_file(run_dir / "WATER_polygons.geojson")
+    assert polygons.crs.to_epsg() == 4326 and "area_km2" in polygons.columns
+    packaged = gpd.read_file(run_dir / "WATER_polygons.gpkg")
+    assert len(packaged) == len(polygons)
+    with rasterio.open(run_dir / "WATER.tif") as water:
+        values = water.read(1)
+        pixel_km2 = abs(water.transform.a * water.transform.e) / 1e6
+    assert polygons["area_km2"].sum() == pytest.approx((values == 1).sum() * pixel_km2)
+    with (run_dir / "WATER_class_areas.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    by_name = {r["name"]: r for r in rows}
+    assert int(by_name["water"]["pixels"]) == int((values == 1).sum())
+    assert sum(float(r["area_km2"]) for r in rows) == pytest.approx(values.size * pixel_km2)
+    item = json.loads((run_dir / "item.json").read_text())
+    assert item["assets"]["WATER_class_areas.csv"]["type"] == "text/csv"
 
 
 @pytest.mark.integration
