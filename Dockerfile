@@ -12,9 +12,11 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY constraints/py312.txt ./constraints/py312.txt
 COPY app ./app
 COPY inference ./inference
-RUN pip install --no-compile "pip>=24" && pip install --no-compile .
+# The lock pins the whole stack (diffusers' schedulers decide generated values).
+RUN pip install --no-compile "pip>=24" && pip install --no-compile -c constraints/py312.txt .
 
 # Optional: pre-download TerraMind weights into the image's Hugging Face cache.
 # Format: "<size>:<OUTPUT>,<OUTPUT>" e.g. "base:S1GRD,LULC,NDVI,DEM"; empty = download on use.

@@ -68,3 +68,19 @@ def test_compose_uses_the_gpu_persists_runs_and_passes_the_key_as_a_secret() -> 
     assert "pc_subscription_key" in service["secrets"]
     assert "PC_SDK_SUBSCRIPTION_KEY" not in service["environment"]
     assert "PC_SDK_SUBSCRIPTION_KEY" not in DOCKERFILE.replace("PC_SDK_SUBSCRIPTION_KEY_FILE", "")
+
+
+def test_installs_use_the_lock_of_their_python() -> None:
+    """The image, make and CI install the exact versions of the lock, not a fresh resolution."""
+    installs = [r for r in _instruction("RUN") if "pip install" in r and " ." in r]
+    assert installs and all("-c constraints/py312.txt" in r for r in installs)
+    assert (ROOT / "constraints" / "py312.txt").is_file()
+    assert (ROOT / "constraints" / "py311.txt").is_file()
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "LOCK  := constraints/py$(PYVER).txt" in makefile
+    assert makefile.count("pip install $(PIP_LOCK)") == 2
+    for lock in ("py311.txt", "py312.txt"):
+        pins = dict(line.split("==") for line in (ROOT / "constraints" / lock).read_text(
+            encoding="utf-8").splitlines() if line and not line.startswith("#"))
+        for package in ("diffusers", "timm", "lightning", "torchgeo", "terratorch", "torch"):
+            assert package in pins, (lock, package)
