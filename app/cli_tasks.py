@@ -8,6 +8,7 @@ writes ``geolocation.geojson``, ``geolocation.csv`` and ``summary.json`` into ``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -16,11 +17,12 @@ from typing import Any
 from app.aoi import AOI
 from app.catalog import fetch_item
 from app.cli_args import aoi_from_args
-from app.pipeline import GenerationJob, Task, execute_generation
-from app.runs import RunStore
+from app.jobs import run_sync
 from app.settings import Settings, load_settings
+from app.tasks import Condition, JobSpec, Task
 from inference.errors import InvalidRequestError
 from inference.modalities import GENERATABLE, LULC_CLASSES, Modality
+from inference.models import ModelSize
 
 
 def _progress(done: int, total: int, message: str) -> None:
@@ -32,31 +34,26 @@ def _aoi(args: argparse.Namespace, settings: Settings) -> AOI:
     return aoi.validate(settings.max_aoi_km2)
 
 
-def _model_provider(settings: Settings) -> Any:
-    from inference.models import load_generation_model
-
-    def provide(size: str, outputs: tuple[Modality, ...], timesteps: int) -> Any:
-        return load_generation_model(size, outputs, weights=settings.weights,
-                                     device=settings.device, timesteps=timesteps)
-
-    return provide
-
-
-def _run_task(args: argparse.Namespace, task: str, outputs: tuple[Modality, ...]) -> int:
+def _settings(args: argparse.Namespace, runs_dir: str | None = None) -> Settings:
     settings = load_settings()
+    changes: dict[str, Any] = {}
+    if getattr(args, "stac_url", None):
+        changes["stac_url"] = args.stac_url
+    if runs_dir is not None:
+        changes["runs_path"] = Path(runs_dir)
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def _run_task(args: argparse.Namespace, task: Task, outputs: tuple[Modality, ...]) -> int:
+    settings = _settings(args, runs_dir=args.out)
     aoi = _aoi(args, settings)
-    stac_url = args.stac_url or settings.stac_url
-    item = fetch_item(args.item, stac_url=stac_url, timeout_s=settings.stac_timeout_s)
-    job = GenerationJob(
-        scene_items=(item,), aoi=aoi, outputs=outputs, size=args.model,
-        timesteps=args.timesteps, seed=args.seed, task=task,
-        checkpoint=getattr(args, "checkpoint", None),
-        extra={"device": settings.device},
-    )
-    settings = Settings(**{**settings.__dict__, "stac_url": stac_url})
-    run = execute_generation(job, settings=settings, store=RunStore(Path(args.out)),
-                             model_provider=_model_provider(settings), progress=_progress)
-    print(run.path)
+    item = fetch_item(args.item, stac_url=settings.stac_url, timeout_s=settings.stac_timeout_s)
+    spec = JobSpec(task=task, scene_items=(item,), aoi=aoi, outputs=outputs, size=args.model,
+                   timesteps=args.timesteps, seed=args.seed,
+                   checkpoint=getattr(args, "checkpoint", None))
+    outcome = run_sync(spec, settings=settings, progress=_progress)
+    assert outcome.run is not None  # run tasks always store a run
+    print(outcome.run.path)
     return 0
 
 
@@ -68,7 +65,7 @@ def _parse_outputs(text: str) -> tuple[Modality, ...]:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """``terralens generate``: S2L2A → the chosen outputs, stored as a run."""
-    return _run_task(args, Task.GENERATION, _parse_outputs(args.outputs))
+    return _run_task(args, Task.GENERATE, _parse_outputs(args.outputs))
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
@@ -107,37 +104,30 @@ def parse_lulc_composition(text: str) -> dict[int, float]:
 
 def cmd_geolocate(args: argparse.Namespace) -> int:
     """``terralens geolocate``: Monte-Carlo samples of where TerraMind thinks a place is."""
-    from inference import geolocate
-    from inference.models import resolve_device
+    from inference.geolocate import to_csv, to_geojson
 
-    settings = load_settings()
-    true_centre = None
+    settings = _settings(args)
     if args.lulc:
-        condition: Any = geolocate.lulc_prompt(parse_lulc_composition(args.lulc), seed=args.seed)
+        spec = JobSpec(task=Task.GEOLOCATE, condition=Condition.PROMPT,
+                       prompt=tuple(parse_lulc_composition(args.lulc).items()), size=args.model,
+                       samples=args.samples, temperature=args.temperature, top_p=args.top_p,
+                       seed=args.seed)
     else:
         if not (args.item and (args.bbox or args.aoi)):
             raise InvalidRequestError("geolocate needs --lulc, or --item with --bbox/--aoi")
-        from app.scenes import load_scene
-
         aoi = _aoi(args, settings)
-        stac_url = args.stac_url or settings.stac_url
-        item = fetch_item(args.item, stac_url=stac_url, timeout_s=settings.stac_timeout_s)
-        condition = load_scene([item], aoi, stac_url=stac_url)
-        true_centre = aoi.centroid
-    model = geolocate.load_geolocation_model(
-        args.model, weights=settings.weights, device=resolve_device(settings.device),
-        conditions=(Modality.LULC,) if args.lulc else (Modality.S2L2A,),
-    )
-    result = geolocate.sample_locations(
-        model, condition, n=args.samples, temperature=args.temperature, top_p=args.top_p,
-        seed=args.seed, progress=lambda d, t: _progress(d, t, "sampling"),
-    )
+        item = fetch_item(args.item, stac_url=settings.stac_url,
+                          timeout_s=settings.stac_timeout_s)
+        spec = JobSpec(task=Task.GEOLOCATE, condition=Condition.SCENE, scene_items=(item,),
+                       aoi=aoi, size=args.model, samples=args.samples,
+                       temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    outcome = run_sync(spec, settings=settings, progress=_progress).geolocation
+    assert outcome is not None  # a geolocation job always yields samples
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "geolocation.geojson").write_text(json.dumps(geolocate.to_geojson(result), indent=2))
-    (out / "geolocation.csv").write_text(geolocate.to_csv(result))
-    summary = geolocate.summary(result, true_lonlat=true_centre)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out / "geolocation.geojson").write_text(json.dumps(to_geojson(outcome.result), indent=2))
+    (out / "geolocation.csv").write_text(to_csv(outcome.result))
+    (out / "summary.json").write_text(json.dumps(outcome.summary, indent=2, default=str))
     print(out)
     return 0
 
@@ -147,7 +137,7 @@ def _common_scene_args(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--bbox", metavar="W,S,E,N", help="AOI as lon/lat degrees")
     where.add_argument("--aoi", metavar="FILE", help="AOI as a GeoJSON or KML file")
-    parser.add_argument("--model", default="base", choices=["tiny", "small", "base", "large"],
+    parser.add_argument("--model", default="base", choices=[s.value for s in ModelSize],
                         help="TerraMind size (default: %(default)s)")
     parser.add_argument("--timesteps", type=int, default=10, help="diffusion steps (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -191,7 +181,7 @@ def add_geolocate(subparsers: Any) -> None:
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     parser.add_argument("--top-p", type=float, default=0.8, help="nucleus sampling top-p")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--model", default="base", choices=["tiny", "small", "base", "large"])
+    parser.add_argument("--model", default="base", choices=[s.value for s in ModelSize])
     parser.add_argument("--stac-url", default=None, metavar="URL")
     parser.add_argument("--out", required=True, metavar="DIR")
     parser.set_defaults(func=cmd_geolocate)

@@ -1,178 +1,230 @@
-"""From a chosen scene and AOI to a stored run: scene load → inference → run store.
+"""One :func:`execute` for every task: condition → model (from the manager) → result.
 
-The pages and the CLI call these functions; they hold no Streamlit code. A job is a frozen
-value that doubles as the run store's cache key, so the same request twice is answered from
-the store without loading the scene or the model.
+Generation, zero-shot water and fine-tuned TiM jobs read the scene window, run the model and
+publish a run in the run store (or return the stored run answering the same request at once).
+Geolocation jobs read their condition (the scene, a run's LULC, or a land-cover prompt), sample
+coordinates and return a :class:`~app.geolocation.GeolocationOutcome`. Progress is reported by
+phase: loading weights, reading the scene, each chip batch (or sample batch), writing.
+
+Nothing here imports Streamlit; the job workers (:mod:`app.jobs`) and the CLI call it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import xarray as xr
 
-from app.aoi import AOI
 from app.catalog import scene_href
 from app.exports import segmentation_files
+from app.geolocation import GeolocationOutcome, centre_lonlat
+from app.model_manager import GENERATION, GEOLOCATION, TIM, ModelKey, ModelManager
 from app.runs import Run, RunRequest, RunStore
 from app.scenes import aoi_mask, load_scene
 from app.settings import Settings
+from app.tasks import Condition, JobSpec, Task
 from inference.errors import CheckpointError, InvalidRequestError, SceneError
 from inference.modalities import Modality
+from inference.models import DEVICE_LOCK
 
 #: progress(done, total, message) as the pages and the CLI show it.
 ProgressFn = Callable[[int, int, str], None]
 CancelFn = Callable[[], bool]
 
-
-class ModelProvider(Protocol):
-    """Returns a loaded generation model (the app caches them, the CLI builds one)."""
-
-    def __call__(self, size: str, outputs: tuple[Modality, ...], timesteps: int) -> Any: ...
-
-
-class Task:
-    """Names of the tasks a run can hold (the ``task`` of its :class:`RunRequest`)."""
-
-    GENERATION = "generation"
-    WATER = "water"
-    TIM = "tim"
+#: Phase names (the first words of progress messages).
+PHASE_LOADING = "loading weights"
+PHASE_READING = "reading the scene window"
+PHASE_RUNNING = "chip batch"
+PHASE_SAMPLING = "sampling"
+PHASE_WRITING = "writing the run"
 
 
 @dataclass(frozen=True)
-class GenerationJob:
-    """What to run on which scene window.
+class Outcome:
+    """What a job produced: a stored run, or a geolocation.
 
     Attributes:
-        scene_items: STAC Item dicts of one acquisition (several tiles of the same day).
-        aoi: Area of interest.
-        outputs: Modalities to generate (for ``water``: LULC is generated implicitly).
-        size: TerraMind size.
-        timesteps: Diffusion steps.
-        seed: Random seed (outputs are reproducible for a given seed).
-        task: :class:`Task` value.
-        checkpoint: Fine-tuned TiM checkpoint (path or hub repo id) for ``task == "tim"``.
+        run: The stored run (run tasks).
+        geolocation: The samples (geolocation).
+        reused: True when the run store already held the answer.
     """
 
-    scene_items: tuple[dict[str, Any], ...]
-    aoi: AOI
-    outputs: tuple[Modality, ...] = (Modality.LULC,)
-    size: str = "base"
-    timesteps: int = 10
-    seed: int = 0
-    task: str = Task.GENERATION
-    checkpoint: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-
-    def __post_init__(self) -> None:
-        if not self.scene_items:
-            raise InvalidRequestError("No scene chosen: search and pick a scene first.")
-        if self.task not in (Task.GENERATION, Task.WATER, Task.TIM):
-            raise InvalidRequestError(f"Unknown task {self.task!r}.")
-        if self.task == Task.TIM and not self.checkpoint:
-            raise InvalidRequestError("A fine-tuned TiM run needs a checkpoint path or repo id.")
-
-    @property
-    def scene_id(self) -> str:
-        """Id of the (first) scene item."""
-        return str(self.scene_items[0].get("id", "unknown"))
-
-    def params(self) -> dict[str, Any]:
-        """The parameters that decide the outputs (part of the run's cache key)."""
-        # "extent": outputs cover the AOI polygon (runs stored before clipping covered its
-        # bounding box and must not answer a request now).
-        params: dict[str, Any] = {"seed": self.seed, "extent": "aoi"}
-        if self.task != Task.TIM:  # a checkpoint fixes its own model; TiM has no diffusion steps
-            params |= {"size": self.size, "timesteps": self.timesteps}
-        if self.task == Task.GENERATION:
-            params["outputs"] = [m.value for m in self.outputs]
-        if self.checkpoint:
-            params["checkpoint"] = self.checkpoint
-        return params
+    run: Run | None = None
+    geolocation: GeolocationOutcome | None = None
+    reused: bool = False
 
 
-def _model_name(job: GenerationJob) -> str:
-    if job.task == Task.TIM:
-        return f"fine-tuned TiM checkpoint {job.checkpoint}"
-    return f"terramind_v1_{job.size}_generate"
+def run_request(spec: JobSpec, settings: Settings) -> RunRequest:
+    """The run store's request (canonical content key) for ``spec`` under ``settings``."""
+    return RunRequest(scene_id=spec.scene_id, aoi=spec.aoi, task=spec.task.value,
+                      params=spec.params(), model=spec.model_name, weights=settings.weights)
 
 
-def run_request(job: GenerationJob, settings: Settings) -> RunRequest:
-    """The run store's request (content key) for ``job`` under ``settings``."""
-    return RunRequest(
-        scene_id=job.scene_id,
-        aoi=job.aoi.geometry,
-        task=job.task,
-        params=job.params(),
-        model=_model_name(job),
-        weights=settings.weights,
-    )
-
-
-def find_existing(job: GenerationJob, *, settings: Settings, store: RunStore) -> Run | None:
-    """The stored run answering ``job``, if one exists."""
-    return store.find(run_request(job, settings))
-
-
-def _wrap_progress(progress: ProgressFn | None, what: str) -> Callable[[int, int], None] | None:
-    if progress is None:
+def find_existing(spec: JobSpec, *, settings: Settings, store: RunStore) -> Run | None:
+    """The stored run answering ``spec``, if one exists (always ``None`` for geolocation)."""
+    if not spec.info.stores_run:
         return None
-
-    def report(done: int, total: int) -> None:
-        progress(done, total, f"{what}: chip batch {done}/{total}" if total else what)
-
-    return report
+    return store.find(run_request(spec, settings))
 
 
-def execute_generation(
-    job: GenerationJob,
+def model_key(spec: JobSpec, settings: Settings) -> ModelKey:
+    """The model a job needs (timesteps are not part of it: they are per call)."""
+    if spec.task is Task.TIM:
+        return ModelKey(TIM, checkpoint=str(spec.checkpoint), weights=settings.weights,
+                        device=settings.device)
+    if spec.task is Task.GEOLOCATE:
+        return ModelKey(GEOLOCATION, size=spec.size.value, weights=settings.weights,
+                        device=settings.device)
+    return ModelKey(GENERATION, size=spec.size.value,
+                    outputs=tuple(m.value for m in spec.outputs),
+                    weights=settings.weights, device=settings.device)
+
+
+class _Reporter:
+    """Turns the inference callbacks into phase messages."""
+
+    def __init__(self, progress: ProgressFn | None) -> None:
+        self.progress = progress
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        if self.progress is not None:
+            self.progress(done, total, message)
+
+    def chips(self, what: str) -> Callable[[int, int], None]:
+        def report(done: int, total: int) -> None:
+            self(done, total, f"{what}: {PHASE_RUNNING} {done}/{total}")
+
+        return report
+
+
+def execute(
+    spec: JobSpec,
     *,
     settings: Settings,
     store: RunStore,
-    model_provider: ModelProvider,
+    models: ModelManager,
     scene: xr.DataArray | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
-) -> Run:
-    """Run ``job`` — generation, zero-shot water or a fine-tuned TiM checkpoint, as its
-    ``task`` says — or return the stored run answering it, and store its layers.
+) -> Outcome:
+    """Run one job of any task.
 
     Args:
-        job: What to run.
-        settings: Catalog URL and weights source.
-        store: Where runs live.
-        model_provider: Gives the loaded generation model.
-        scene: The already loaded scene window (the page has it); loaded from the catalog when
-            ``None``.
-        progress: ``progress(done, total, message)``.
+        spec: What to run.
+        settings: Catalog URL, weights source and device.
+        store: Where runs live (and where a geolocation's source run is read).
+        models: The process's model manager.
+        scene: The scene window already in memory (the page has it); read from the catalog
+            when ``None``.
+        progress: ``progress(done, total, message)`` per phase.
         cancel: Returns True to stop (``RunCancelledError``).
 
     Returns:
-        The stored run.
+        The outcome: a stored run, or a geolocation.
 
     Raises:
         TerraLensError: any failure, with a message for the analyst.
     """
-    existing = find_existing(job, settings=settings, store=store)
+    report = _Reporter(progress)
+    existing = find_existing(spec, settings=settings, store=store)
     if existing is not None:
-        return existing
-    if progress:
-        progress(0, 1, "reading the scene window")
+        return Outcome(run=existing, reused=True)
+    if spec.task is Task.GEOLOCATE:
+        return Outcome(geolocation=_geolocate(spec, settings, store, models, scene, report,
+                                              cancel))
     if scene is None:
-        scene = load_scene(list(job.scene_items), job.aoi, stac_url=settings.stac_url)
+        report(0, 1, PHASE_READING)
+        scene = load_scene(list(spec.scene_items), spec.aoi,  # type: ignore[arg-type]
+                           stac_url=settings.stac_url)
     if scene.attrs.get("modality") != Modality.S2L2A.value:
         raise SceneError(
             f"TerraMind runs on Sentinel-2 L2A here; the loaded scene is "
             f"{scene.attrs.get('modality')!r}. Pick a sentinel-2-l2a scene."
         )
-    layers = _run_inference(job, scene, model_provider, progress, cancel,
-                            device=job.extra.get("device", settings.device))
-    provenance = _provenance(job, scene, layers, stac_url=settings.stac_url)
-    files = segmentation_files(layers) if job.task in (Task.WATER, Task.TIM) else None
-    return store.save(run_request(job, settings), layers, provenance=provenance,
-                      input_layer=scene, files=files)
+    layers = _run_inference(spec, scene, settings, models, report, cancel)
+    report(0, 1, PHASE_WRITING)
+    provenance = _provenance(spec, scene, layers, stac_url=settings.stac_url)
+    # Water and TiM runs keep their prediction's polygons and class areas beside the COGs.
+    files = segmentation_files(layers) if spec.task in (Task.WATER, Task.TIM) else None
+    run = store.save(run_request(spec, settings), layers, provenance=provenance,
+                     input_layer=scene, files=files)
+    report(1, 1, "stored")
+    return Outcome(run=run)
+
+
+def _on_load(report: _Reporter) -> Callable[[ModelKey], None]:
+    return lambda key: report(0, 1, f"{PHASE_LOADING}: {key.describe()}")
+
+
+def _run_inference(spec: JobSpec, scene: xr.DataArray, settings: Settings,
+                   models: ModelManager, report: _Reporter, cancel: CancelFn | None,
+                   ) -> dict[str, xr.DataArray]:
+    from inference.generate import GenerationTask, generate
+
+    if spec.aoi is None:
+        raise InvalidRequestError("No AOI: draw or upload one on the Search page.")
+    inside = aoi_mask(scene, spec.aoi)
+    key = model_key(spec, settings)
+    if spec.task is Task.TIM:
+        try:
+            from inference.tim import segment
+        except ImportError as err:
+            raise CheckpointError(
+                "Fine-tuned TiM checkpoints are not supported by this TerraLens version yet; "
+                "use zero-shot water (no --checkpoint) instead."
+            ) from err
+    with models.use(key, on_load=_on_load(report), cancel=cancel) as model:
+        if spec.task is Task.GENERATE:
+            task = GenerationTask(outputs=spec.outputs, timesteps=spec.timesteps,
+                                  seed=spec.seed)
+            with DEVICE_LOCK:
+                return generate(model, scene, task, progress=report.chips("generating"),
+                                cancel=cancel, aoi_mask=inside)
+        if spec.task is Task.WATER:
+            from inference.water import zero_shot_water
+
+            with DEVICE_LOCK:
+                return zero_shot_water(model, scene, seed=spec.seed,
+                                       progress=report.chips("mapping water"), cancel=cancel,
+                                       aoi_mask=inside)
+        with DEVICE_LOCK:
+            return segment(model, {Modality.S2L2A: scene}, seed=spec.seed,
+                           progress=report.chips("segmenting"), cancel=cancel,
+                           aoi_mask=inside)
+
+
+def _geolocate(spec: JobSpec, settings: Settings, store: RunStore, models: ModelManager,
+               scene: xr.DataArray | None, report: _Reporter, cancel: CancelFn | None,
+               ) -> GeolocationOutcome:
+    from inference.geolocate import lulc_prompt, sample_locations, summary
+
+    condition: Any
+    truth: tuple[float, float] | None = None
+    if spec.condition is Condition.PROMPT:
+        condition = lulc_prompt(dict(spec.prompt), seed=0)
+    elif spec.condition is Condition.RUN_LULC:
+        run = store.open(str(spec.source_run))
+        if "LULC" not in run.layer_names:
+            raise SceneError(f"Run {run.id!r} has no generated LULC layer to geolocate.")
+        condition = run.load_layer("LULC")
+        truth = centre_lonlat(condition)
+    else:
+        if scene is None:
+            report(0, 1, PHASE_READING)
+            scene = load_scene(list(spec.scene_items), spec.aoi,  # type: ignore[arg-type]
+                               stac_url=settings.stac_url)
+        condition = scene
+        truth = centre_lonlat(scene)
+    key = model_key(spec, settings)
+    with models.use(key, on_load=_on_load(report), cancel=cancel) as model, DEVICE_LOCK:
+        result = sample_locations(
+            model, condition, n=spec.samples, temperature=spec.temperature, top_p=spec.top_p,
+            seed=spec.seed, cancel=cancel,
+            progress=lambda d, t: report(d, t, f"{PHASE_SAMPLING} {d}/{t}"),
+        )
+    return GeolocationOutcome(result=result, summary=summary(result, truth), true_lonlat=truth)
 
 
 #: Layer attrs copied into the run's provenance (the first layer that has them wins).
@@ -181,16 +233,16 @@ _PROVENANCE_ATTRS = ("model", "weights", "untrained", "timesteps", "seed",
 
 
 def _provenance(
-    job: GenerationJob, scene: xr.DataArray, layers: dict[str, xr.DataArray], *, stac_url: str
+    spec: JobSpec, scene: xr.DataArray, layers: dict[str, xr.DataArray], *, stac_url: str
 ) -> dict[str, Any]:
     """What the run's STAC Item records: the job, the scene and the model that ran."""
-    provenance: dict[str, Any] = {"task": job.task, **job.params()}
+    provenance: dict[str, Any] = {"task": spec.task.value, **spec.params()}
     for key in ("scene_id", "collection", "datetime", "offset_applied", "processing_baseline",
                 "aoi_cloud_share", "aoi_valid_share"):
         if key in scene.attrs:
             provenance[key] = scene.attrs[key]
-    provenance.setdefault("scene_id", job.scene_id)
-    href = scene_href(job.scene_items[0], stac_url) if job.scene_items else None
+    provenance.setdefault("scene_id", spec.scene_id)
+    href = scene_href(spec.scene_items[0], stac_url) if spec.scene_items else None
     if href:
         provenance["scene_href"] = href
     for key in _PROVENANCE_ATTRS:
@@ -199,51 +251,3 @@ def _provenance(
             provenance[key] = value
     provenance["synthetic"] = any(bool(da.attrs.get("synthetic")) for da in layers.values())
     return provenance
-
-
-def execute_water(job: GenerationJob, **kwargs: Any) -> Run:
-    """Zero-shot water for ``job``'s scene window (see :func:`execute_generation`)."""
-    return execute_generation(replace(job, task=Task.WATER), **kwargs)
-
-
-def _run_inference(
-    job: GenerationJob,
-    scene: xr.DataArray,
-    model_provider: ModelProvider,
-    progress: ProgressFn | None,
-    cancel: CancelFn | None,
-    *,
-    device: str,
-) -> dict[str, xr.DataArray]:
-    from inference.generate import GenerationTask, generate
-    from inference.models import DEVICE_LOCK
-
-    inside = aoi_mask(scene, job.aoi)
-    if job.task == Task.GENERATION:
-        model = model_provider(job.size, job.outputs, job.timesteps)
-        task = GenerationTask(outputs=job.outputs, timesteps=job.timesteps, seed=job.seed)
-        with DEVICE_LOCK:
-            return generate(model, scene, task, progress=_wrap_progress(progress, "generating"),
-                            cancel=cancel, aoi_mask=inside)
-    if job.task == Task.WATER:
-        from inference.water import zero_shot_water
-
-        model = model_provider(job.size, (Modality.LULC,), job.timesteps)
-        with DEVICE_LOCK:
-            return zero_shot_water(model, scene, seed=job.seed,
-                                   progress=_wrap_progress(progress, "mapping water"),
-                                   cancel=cancel, aoi_mask=inside)
-    try:
-        from inference.tim import load_tim_checkpoint, segment
-    except ImportError as err:
-        raise CheckpointError(
-            "Fine-tuned TiM checkpoints are not supported by this TerraLens version yet; "
-            "use zero-shot water (no --checkpoint) instead."
-        ) from err
-
-    # The configured device (TERRALENS_DEVICE) applies to checkpoints as to generation models.
-    tim_model = load_tim_checkpoint(str(job.checkpoint), device=device)
-    with DEVICE_LOCK:
-        return segment(tim_model, {Modality.S2L2A: scene}, seed=job.seed,
-                       progress=_wrap_progress(progress, "segmenting"), cancel=cancel,
-                       aoi_mask=inside)

@@ -10,9 +10,12 @@ request is answered from the store at once (:meth:`RunStore.find`). Layout::
     <root>/<key>/<layer>.tif       one COG per layer (app.rasters.write_cog)
     <root>/<key>/input.tif         the model input, when saved
 
-Runs are written atomically: into ``<root>/.tmp-<key>-<random>``, every file fsync'ed, then
-renamed to ``<root>/<key>``. A half-written run (a ``.tmp-*`` folder, or a folder without
-``item.json``) is never listed, found or opened.
+Runs are written atomically: into ``<root>/.tmp-<key>-<pid>-<random>``, every file fsync'ed,
+then renamed to ``<root>/<key>``. The first writer wins: a run is never replaced by a second
+save of the same request (that save keeps the published run and drops its own copy), so a
+reader never sees a half-written or half-replaced run. A half-written run (a ``.tmp-*`` folder,
+or a folder without ``item.json``) is never listed, found or opened, and
+:meth:`RunStore.sweep` removes the temporary folders of writers that died.
 """
 
 from __future__ import annotations
@@ -401,6 +404,28 @@ def _software(provenance: Mapping[str, Any]) -> dict[str, str]:
     return software
 
 
+_WRITER_PID = re.compile(r"-(\d+)-[0-9a-f]{8}$")
+
+
+def _writer_pid(name: str) -> int | None:
+    match = _WRITER_PID.search(name)
+    return int(match.group(1)) if match else None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+
 class RunStore:
     """A folder of runs (see the module docstring for the layout).
 
@@ -502,7 +527,8 @@ class RunStore:
         input_layer: xr.DataArray | None = None,
         files: Mapping[str, bytes] | None = None,
     ) -> Run:
-        """Store a run atomically (replacing an earlier run of the same request).
+        """Store a run atomically; a run already stored for the same request is kept and
+        returned (first writer wins).
 
         Args:
             request: The request the layers answer.
@@ -549,7 +575,10 @@ class RunStore:
         prov = {str(k): jsonable(v) for k, v in provenance.items()}
         created = dt.datetime.now(dt.UTC)
         run_id = request.key
-        tmp = self.root / f"{TMP_PREFIX}{run_id}-{uuid.uuid4().hex[:8]}"
+        existing = self.find(request)
+        if existing is not None:
+            return existing  # first writer wins
+        tmp = self.root / f"{TMP_PREFIX}{run_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             tmp.mkdir()
             for name, da in all_layers.items():
@@ -564,7 +593,7 @@ class RunStore:
             item_path.write_text(json.dumps(item, indent=1), encoding="utf-8")
             _fsync_file(item_path)
             _fsync_dir(tmp)
-            self._publish(tmp, self.root / run_id)
+            published = self._publish(tmp, self.root / run_id)
         except OSError as err:
             shutil.rmtree(tmp, ignore_errors=True)
             raise RunStoreError(
@@ -574,26 +603,61 @@ class RunStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self._write_catalog()
+        if published:
+            self._write_catalog()
         return self.open(run_id)
 
-    def _publish(self, tmp: Path, final: Path) -> None:
-        """Rename a finished folder into place; an older run of the same id goes to trash."""
+    def _publish(self, tmp: Path, final: Path) -> bool:
+        """Rename a finished folder into place, unless a complete run already holds the name
+        (first writer wins: the copy is dropped). A folder of that name without ``item.json``
+        (left by hand, or by an older version) is moved away first.
+
+        Returns:
+            True when this copy was published.
+        """
         for _ in range(3):
             try:
                 os.rename(tmp, final)
                 _fsync_dir(self.root)
-                return
+                return True
             except OSError:
                 if not final.exists():
                     raise
-                trash = self.root / f"{TRASH_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
+                if (final / ITEM_FILE).is_file():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return False
+                trash = self.root / f"{TRASH_PREFIX}{final.name}-{os.getpid()}-" \
+                    f"{uuid.uuid4().hex[:8]}"
                 try:
                     os.rename(final, trash)
                 except FileNotFoundError:
                     continue  # another writer moved it first
                 shutil.rmtree(trash, ignore_errors=True)
         raise RunStoreError(f"could not publish run {final.name!r}: the folder keeps reappearing")
+
+    def sweep(self) -> list[str]:
+        """Remove temporary and trash folders whose writer process is gone.
+
+        Names carry the writer's process id (``.tmp-<key>-<pid>-<random>``); a folder of a live
+        process is left alone, as is one whose name carries no id.
+
+        Returns:
+            The names removed.
+        """
+        removed = []
+        for path in self.root.iterdir():
+            if not path.name.startswith((TMP_PREFIX, TRASH_PREFIX)):
+                continue
+            pid = _writer_pid(path.name)
+            if pid is None or process_alive(pid):
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path.name)
+            log.info("swept %s left by process %d", path, pid)
+        return removed
 
     def _item(self, run_id: str, request: RunRequest, layers: Mapping[str, xr.DataArray],
               provenance: Mapping[str, Any], created: dt.datetime) -> dict[str, Any]:
@@ -646,7 +710,7 @@ class RunStore:
         folder = self._folder(run_id)
         if not folder.is_dir():
             raise RunStoreError(f"no run {run_id!r} in {str(self.root)!r} to delete")
-        trash = self.root / f"{TRASH_PREFIX}{run_id}-{uuid.uuid4().hex[:8]}"
+        trash = self.root / f"{TRASH_PREFIX}{run_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             os.rename(folder, trash)
         except OSError as err:
@@ -668,7 +732,7 @@ class RunStore:
             "description": "TerraLens runs: TerraMind outputs as COGs with their provenance.",
             "links": links,
         }
-        tmp = self.root / f"{TMP_PREFIX}{CATALOG_FILE}-{uuid.uuid4().hex[:8]}"
+        tmp = self.root / f"{TMP_PREFIX}{CATALOG_FILE}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             tmp.write_text(json.dumps(catalog, indent=1), encoding="utf-8")
             os.replace(tmp, self.root / CATALOG_FILE)

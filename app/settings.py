@@ -53,11 +53,13 @@ class Settings:
     stac_timeout_s: float
     pc_subscription_key: str | None = None
     geocoder_url: str | None = NOMINATIM_URL
+    #: Another run store folder than ``<data_dir>/runs`` (the CLI's ``--out``).
+    runs_path: Path | None = None
 
     @property
     def runs_dir(self) -> Path:
-        """Folder of the run store."""
-        return self.data_dir / "runs"
+        """Folder of the run store (and of its job database)."""
+        return self.runs_path if self.runs_path is not None else self.data_dir / "runs"
 
     @property
     def is_planetary_computer(self) -> bool:

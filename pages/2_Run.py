@@ -1,37 +1,24 @@
-"""Run page: choose a task and its parameters, see the estimate, run TerraMind on the scene."""
+"""Run page: choose a task and its parameters, see the estimate, submit the job to the queue."""
 
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
-from app.pipeline import execute_generation, find_existing
+from app.job_store import JobRecord, JobState
 from app.runs import RunStore
-from app.ui import model_cache, state, widgets
+from app.tasks import TASKS, Knob, Task, task_label
+from app.ui import queue_panel, runtime, state, widgets
 from app.ui import run_view as view
 from app.ui.state import W
-from inference.errors import (
-    OutOfMemoryError,
-    RunCancelledError,
-    TerraLensError,
-    WeightsUnavailableError,
-)
+from inference.errors import TerraLensError
+from inference.modalities import Modality
+from inference.models import ModelSize
+
+#: Seconds between two refreshes of a queued or running job's status.
+STATUS_REFRESH_S = 1.0
 
 settings = widgets.load_settings_or_stop()
 st.title("Run TerraMind")
-
-# A run that was interrupted (Cancel, or the page was left) left its progress behind.
-leftover = state.RUN_PROGRESS.get()
-if leftover is not None:
-    state.RUN_PROGRESS.clear()
-    done, total, _ = leftover
-    if state.CANCEL_REQUESTED.get():
-        st.warning(f"Run cancelled after {done} of {total} steps; nothing was stored.")
-    else:
-        st.warning(f"The run was interrupted after {done} of {total} steps (the page was left "
-                   "or a control changed while it ran); nothing was stored. Run it again.")
-state.CANCEL_REQUESTED.set(False)
 
 try:
     scene = view.check_scene(state.SCENE.get())
@@ -50,108 +37,126 @@ if settings.weights == "untrained":
     st.warning(f"{widgets.UNTRAINED_WARNING}. Set TERRALENS_WEIGHTS=hub or a weights folder for "
                "real results.", icon=":material/warning:")
 
-# -- Parameters ------------------------------------------------------------------------------------
+# -- Parameters (the task table says which knobs apply) -------------------------------------
 tasks = view.available_tasks()
-task = st.radio("Task", [t.key for t in tasks], format_func=view.task_label, horizontal=True,
-                key=W.TASK, captions=[t.help for t in tasks])
-if len(tasks) < len(view.TASKS):
-    missing = ", ".join(t.label for t in view.TASKS if t not in tasks)
+task = Task(st.radio("Task", [t.value for t in tasks], format_func=task_label, horizontal=True,
+                     key=W.TASK, captions=[TASKS[t].help for t in tasks]))
+if len(tasks) < len(view.RUN_PAGE_TASKS):
+    missing = ", ".join(task_label(t) for t in view.RUN_PAGE_TASKS if t not in tasks)
     st.caption(f"Not available in this installation: {missing}.")
+knobs = TASKS[task].knobs
 c1, c2, c3 = st.columns(3)
-sizes = ["tiny", "small", "base", "large"]
-size = c1.selectbox("Model size", sizes, index=sizes.index(settings.model_size), key=W.SIZE,
-                    help="Larger is slower; the diffusion decoders dominate the cost.")
-timesteps = c2.number_input("Diffusion timesteps", 1, 100, 10, key=W.TIMESTEPS,
-                            help="Steps of the S1/NDVI/DEM decoders: more = finer, slower.")
-seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key=W.SEED,
-                       help="The same seed reproduces the same outputs.")
+sizes = [s.value for s in ModelSize]
+size = settings.model_size
+if Knob.SIZE in knobs:
+    size = c1.selectbox("Model size", sizes, index=sizes.index(settings.model_size),
+                        key=W.SIZE, help="Larger is slower; the diffusion decoders dominate.")
+timesteps = 1
+if Knob.TIMESTEPS in knobs:
+    timesteps = int(c2.number_input("Diffusion timesteps", 1, 100, 10, key=W.TIMESTEPS,
+                                    help="Steps of the S1/NDVI/DEM decoders: more = finer, "
+                                         "slower. Changing them does not reload the model."))
+seed = int(c3.number_input("Seed", 0, 2**31 - 1, 0, key=W.SEED,
+                           help="The same seed reproduces the same outputs."))
 outputs: list[str] = []
 checkpoint = ""
-if task == "generation":
+if Knob.OUTPUTS in knobs:
     outputs = st.multiselect("Outputs", view.output_choices(), default=list(view.DEFAULT_OUTPUTS),
                              key=W.OUTPUTS,
                              help="Only the tokenizers of chosen outputs are loaded.")
-elif task == "tim":
+if Knob.CHECKPOINT in knobs:
     checkpoint = st.text_input("Checkpoint (local .ckpt path or Hugging Face repo id)",
                                key=W.CHECKPOINT,
                                placeholder="ibm-esa-geospatial/TerraMind-base-Flood")
+st.caption(f"Writes {TASKS[task].outputs}.")
 
 device = "cpu" if settings.device == "cpu" else widgets.device_name(settings.device)
-if task == "generation" and not outputs:
+estimate_s: float | None = None
+if task is Task.GENERATE and not outputs:
     st.info("Choose at least one output.")
 else:
     with widgets.guard("Estimating the run"):
-        st.info(view.estimate_text(scene, task, view.outputs_for(task, outputs),
-                                   timesteps=int(timesteps), size=size, device=device,
-                                   aoi_json=state.SCENE_AOI_JSON.get()),
-                icon=":material/timer:")
+        text, estimate_s = view.estimate(
+            scene, task, tuple(Modality(o) for o in outputs) if outputs
+            else (Modality.LULC,), timesteps=timesteps, size=size, device=device,
+            aoi_json=state.SCENE_AOI_JSON.get())
+        st.info(text, icon=":material/timer:")
 
-# -- Run -------------------------------------------------------------------------------------------
-b1, b2, _spacer = st.columns([1, 1, 4])
-run_clicked = b1.button("Run", type="primary", key=W.RUN, icon=":material/play_arrow:")
-cancel_slot = b2.empty()
-status = st.container()
-
-if run_clicked:
-    with status, widgets.guard("Running TerraMind"):
-        job = view.build_job(
+# -- Submit --------------------------------------------------------------------------------------
+if st.button("Run", type="primary", key=W.RUN, icon=":material/play_arrow:"):
+    with widgets.guard("Submitting the run"):
+        spec = view.build_spec(
             items=state.SCENE_ITEMS.get(), aoi_json=state.SCENE_AOI_JSON.get(), task=task,
-            outputs=outputs, size=size, timesteps=int(timesteps), seed=int(seed),
-            checkpoint=checkpoint,
+            outputs=outputs, size=size, timesteps=timesteps, seed=seed, checkpoint=checkpoint,
         )
-        store = RunStore(settings.runs_dir)
-        existing = find_existing(job, settings=settings, store=store)
-        if existing is not None:
-            state.open_run(existing.id)
-            state.LAST_RUN_REUSED.set(True)
-            state.LAST_RUN_SECONDS.set(0.0)
-        else:
-            cancel_slot.button("Cancel", key=W.CANCEL, icon=":material/stop:",
-                               on_click=lambda: state.CANCEL_REQUESTED.set(True))
-            bar = st.progress(0.0, text="Loading the model …")
+        job = runtime.job_runtime(settings).submit(
+            spec, session=runtime.session_id(), scene=scene, estimate_s=estimate_s)
+        state.RUN_JOB_ID.set(job.id)
+        seen = state.SEEN_JOBS.get()
+        seen.add(job.id)
+        state.SEEN_JOBS.set(seen)
 
-            def progress(done: int, total: int, message: str) -> None:
-                state.RUN_PROGRESS.set((done, total, message))
-                bar.progress(min(1.0, done / total) if total else 0.0,
-                             text=f"{message} ({done}/{total})")
 
-            state.RUN_PROGRESS.set((0, 1, "loading the model"))
-            started = time.monotonic()
-            try:
-                run = execute_generation(
-                    job, settings=settings, store=store,
-                    model_provider=model_cache.model_provider(settings), scene=scene,
-                    progress=progress, cancel=state.CANCEL_REQUESTED.get,
-                )
-            except Exception as err:
-                # Not on Streamlit's own interruption (a BaseException): then the progress
-                # stays behind and the next run of this page reports the interruption.
-                state.RUN_PROGRESS.clear()
-                cancel_slot.empty()
-                if isinstance(err, WeightsUnavailableError) and job.task != "tim":
-                    st.info(view.weights_advice(job.size, job.outputs))
-                elif isinstance(err, OutOfMemoryError):
-                    st.info("Pick a smaller model, fewer outputs or a smaller AOI.")
-                elif isinstance(err, RunCancelledError):
-                    st.warning("Run cancelled; nothing was stored.")
-                raise
-            state.RUN_PROGRESS.clear()
-            cancel_slot.empty()
-            bar.progress(1.0, text="Done")
-            state.open_run(run.id)
-            state.LAST_RUN_REUSED.set(False)
-            state.LAST_RUN_SECONDS.set(time.monotonic() - started)
+# -- The job of this page ------------------------------------------------------------------------
+def _ended(job: JobRecord) -> None:
+    """What a finished, failed, cancelled or interrupted job shows."""
+    if job.state is JobState.DONE and job.run_id:
+        if state.RUN_ID.get() != job.run_id:
+            state.open_run(job.run_id)
+        with widgets.guard("Opening the run"):
+            run = RunStore(settings.runs_dir).open(job.run_id)
+            if job.reused:
+                st.success("Answered from the run store: this exact request ran before.",
+                           icon=":material/inventory_2:")
+            else:
+                took = (job.finished or 0) - (job.started or job.submitted)
+                st.success(f"Finished in {view.format_seconds(took)} and stored.",
+                           icon=":material/check_circle:")
+            st.markdown("  \n".join(view.run_summary(run)))
+            widgets.page_link("layers", "Open the layers on the map →")
+    elif job.state is JobState.FAILED:
+        st.error(job.error or "The run failed.", icon=":material/error:")
+        if job.error_kind == "WeightsUnavailableError" and job.spec.task is not Task.TIM:
+            st.info(view.weights_advice(job.spec.size.value, job.spec.outputs))
+        elif job.error_kind == "OutOfMemoryError":
+            st.info("Pick a smaller model, fewer outputs or a smaller AOI.")
+    elif job.state is JobState.CANCELLED:
+        st.warning(f"Run cancelled after {job.done} of {job.total or 1} steps; nothing was "
+                   "stored.")
+    elif job.state is JobState.INTERRUPTED:
+        st.warning(f"Job #{job.id} was interrupted (the server stopped while it ran); nothing "
+                   "was stored.")
+        if st.button("Run again", key=W.RUN_AGAIN, icon=":material/replay:"):
+            again = runtime.job_runtime(settings).rerun(job.id, session=runtime.session_id())
+            if again is not None:
+                state.RUN_JOB_ID.set(again.id)
+                st.rerun()
 
-# -- The current run -------------------------------------------------------------------------------
-run_id = state.RUN_ID.get()
-if run_id:
-    with widgets.guard("Opening the run"):
-        run = RunStore(settings.runs_dir).open(run_id)
-        if state.LAST_RUN_REUSED.get():
-            st.success("Answered from the run store: this exact request ran before.",
-                       icon=":material/inventory_2:")
-        elif state.LAST_RUN_SECONDS.get() is not None:
-            st.success(f"Finished in {view.format_seconds(state.LAST_RUN_SECONDS.get() or 0)} "
-                       "and stored.", icon=":material/check_circle:")
-        st.markdown("  \n".join(view.run_summary(run)))
-        widgets.page_link("layers", "Open the layers on the map →")
+
+@st.fragment(run_every=STATUS_REFRESH_S)
+def _live(job_id: int) -> None:
+    """A queued or running job's status, refreshed until it ends."""
+    rt = runtime.job_runtime(settings)
+    job = rt.jobs.get(job_id)
+    if job is None or not job.state.active:
+        st.rerun()  # ended: draw the result with the whole page
+        return
+    line = queue_panel.status_line(job, rt.jobs.position(job))
+    st.markdown(f"**Job #{job.id}** · {job.label}")
+    if job.state is JobState.RUNNING:
+        st.progress(min(1.0, job.done / job.total) if job.total else 0.0, text=line)
+    else:
+        st.info(line.capitalize(), icon=":material/hourglass_top:")
+    st.caption("The job runs on the server: leave this page or close the tab, it goes on; the "
+               "sidebar shows its progress everywhere.")
+    if st.button("Cancel", key=W.CANCEL, icon=":material/stop:"):
+        rt.cancel(job.id)
+        st.rerun()
+
+
+job_id = state.RUN_JOB_ID.get()
+current = runtime.job_runtime(settings).jobs.get(job_id) if job_id is not None else None
+if current is not None and current.state.active:
+    _live(current.id)
+elif current is not None:
+    _ended(current)

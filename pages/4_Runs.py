@@ -7,8 +7,8 @@ import streamlit as st
 
 from app.aoi import AOI
 from app.runs import RunStore
+from app.tasks import task_label
 from app.ui import state, widgets
-from app.ui.run_view import task_label
 from app.ui.state import W
 from inference.errors import TerraLensError
 

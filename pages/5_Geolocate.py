@@ -8,11 +8,19 @@ from typing import Any
 import streamlit as st
 from streamlit_folium import st_folium
 
+from app.aoi import AOI
+from app.geolocation import GeolocationOutcome
+from app.job_store import JobState
 from app.runs import RunStore
+from app.tasks import Condition, JobSpec, Task
 from app.ui import geolocate_view as view
-from app.ui import model_cache, state, widgets
+from app.ui import queue_panel, runtime, state, widgets
 from app.ui.state import W
 from inference.errors import InvalidRequestError
+from inference.models import ModelSize
+
+#: Seconds between two refreshes of a queued or running geolocation's status.
+STATUS_REFRESH_S = 1.0
 
 settings = widgets.load_settings_or_stop()
 st.title("Geolocate")
@@ -22,15 +30,15 @@ if settings.weights == "untrained":
     st.warning(f"{widgets.UNTRAINED_WARNING}: untrained models rarely even produce valid "
                "coordinates.", icon=":material/warning:")
 
-SCENE_S2, SCENE_LULC, PROMPT = "scene", "run_lulc", "prompt"
-labels = {SCENE_S2: "From the loaded scene (Sentinel-2)",
-          SCENE_LULC: "From the current run's generated land cover",
-          PROMPT: "From a land-cover prompt"}
-mode = st.radio("Condition", list(labels), format_func=labels.get, key=W.GEO_MODE)
+labels = {Condition.SCENE.value: "From the loaded scene (Sentinel-2)",
+          Condition.RUN_LULC.value: "From the current run's generated land cover",
+          Condition.PROMPT.value: "From a land-cover prompt"}
+mode = Condition(st.radio("Condition", list(labels), format_func=labels.get, key=W.GEO_MODE))
 
 condition: Any = None
-true_lonlat: tuple[float, float] | None = None
-if mode == SCENE_S2:
+prompt: dict[int, float] = {}
+run_id = None
+if mode is Condition.SCENE:
     scene = state.SCENE.get()
     if scene is None or scene.attrs.get("modality") != "S2L2A":
         st.error("No Sentinel-2 scene loaded: load one on the Search page, or use a land-cover "
@@ -38,10 +46,9 @@ if mode == SCENE_S2:
         widgets.page_link("search", "Go to Search")
     else:
         condition = scene
-        true_lonlat = view.centre_lonlat(scene)
         st.caption(f"Scene `{scene.attrs.get('scene_id', '?')}`: the centre 224 × 224 px of "
                    "the window is shown to the model.")
-elif mode == SCENE_LULC:
+elif mode is Condition.RUN_LULC:
     run_id = state.RUN_ID.get()
     with widgets.guard("Opening the run"):
         run = RunStore(settings.runs_dir).open(run_id) if run_id else None
@@ -50,7 +57,6 @@ elif mode == SCENE_LULC:
                      "(Run page) or open such a run (Runs page).")
         else:
             condition = run.load_layer("LULC")
-            true_lonlat = view.centre_lonlat(condition)
             st.caption(f"`[G] LULC` of run `{run.id}` ({run.request.scene_id}).")
 else:
     st.markdown("Land-cover composition of the prompt (must add up to 100%):")
@@ -66,14 +72,12 @@ else:
     except InvalidRequestError as err:
         st.error(str(err))
     else:
-        from inference.geolocate import lulc_prompt
-
-        condition = lulc_prompt(prompt, seed=0)
+        condition = prompt
         st.caption(f"Total {total:g}% · " + ", ".join(
             f"{name} {pct:g}%" for name, pct in shares.items() if pct))
 
 c1, c2, c3, c4, c5 = st.columns(5)
-sizes = ["tiny", "small", "base", "large"]
+sizes = [s.value for s in ModelSize]
 size = c1.selectbox("Model size", sizes, index=sizes.index(settings.model_size),
                     key=W.GEO_SIZE)
 samples = c2.number_input("Samples", 1, 1024, 64, key=W.GEO_SAMPLES)
@@ -85,24 +89,45 @@ seed = c5.number_input("Seed", 0, 2**31 - 1, 0, key=W.GEO_SEED)
 
 if st.button("Sample locations", type="primary", key=W.GEO_RUN, disabled=condition is None,
              icon=":material/casino:"):
-    with widgets.guard("Sampling locations"):
-        from inference.geolocate import sample_locations, summary
+    with widgets.guard("Submitting the geolocation"):
+        aoi_json = state.SCENE_AOI_JSON.get()
+        spec = JobSpec(
+            task=Task.GEOLOCATE, condition=mode, size=size, samples=int(samples),
+            temperature=float(temperature), top_p=float(top_p), seed=int(seed),
+            scene_items=state.SCENE_ITEMS.get() if mode is Condition.SCENE else (),
+            aoi=AOI.from_json(aoi_json) if mode is Condition.SCENE and aoi_json else None,
+            source_run=run_id if mode is Condition.RUN_LULC else None,
+            prompt=tuple(prompt.items()),
+        )
+        job = runtime.job_runtime(settings).submit(
+            spec, session=runtime.session_id(),
+            scene=condition if mode is Condition.SCENE else None)
+        state.GEOLOCATE_JOB_ID.set(job.id)
+        seen = state.SEEN_JOBS.get()
+        seen.add(job.id)
+        state.SEEN_JOBS.set(seen)
 
-        bar = st.progress(0.0, text="Loading the model …")
-        model = model_cache.geolocation_model(size, settings=settings)
 
-        def progress(done: int, total: int) -> None:
-            bar.progress(done / total, text=f"{done} of {total} samples")
+@st.fragment(run_every=STATUS_REFRESH_S)
+def _live(job_id: int) -> None:
+    """A queued or running geolocation's status, refreshed until it ends."""
+    rt = runtime.job_runtime(settings)
+    job = rt.jobs.get(job_id)
+    if job is None or not job.state.active:
+        st.rerun()
+        return
+    line = queue_panel.status_line(job, rt.jobs.position(job))
+    if job.state is JobState.RUNNING:
+        st.progress(min(1.0, job.done / job.total) if job.total else 0.0, text=line)
+    else:
+        st.info(line.capitalize(), icon=":material/hourglass_top:")
+    if st.button("Cancel", key=W.GEO_CANCEL, icon=":material/stop:"):
+        rt.cancel(job.id)
+        st.rerun()
 
-        with model_cache.device_slot():
-            result = sample_locations(model, condition, n=int(samples),
-                                      temperature=float(temperature), top_p=float(top_p),
-                                      seed=int(seed), progress=progress)
-        state.GEOLOCATE_RESULT.set((result, summary(result, true_lonlat), true_lonlat))
 
-stored = state.GEOLOCATE_RESULT.get()
-if stored is not None:
-    result, stats, truth = stored
+def _show(outcome: GeolocationOutcome) -> None:
+    result, stats, truth = outcome.result, outcome.summary, outcome.true_lonlat
     st.subheader("Where TerraMind places it")
     if stats["invalid"]:
         st.warning(f"{stats['invalid']} of {stats['n']} samples were not valid coordinates and "
@@ -125,5 +150,18 @@ if stored is not None:
             st.download_button("Samples (CSV)", to_csv(result),
                                file_name="terralens-geolocation.csv", mime="text/csv",
                                key=W.GEO_CSV, on_click="ignore", icon=":material/download:")
+
+
+job_id = state.GEOLOCATE_JOB_ID.get()
+current = runtime.job_runtime(settings).jobs.get(job_id) if job_id is not None else None
+if current is not None and current.state.active:
+    _live(current.id)
+elif current is not None and current.state is JobState.DONE and current.result:
+    with widgets.guard("Showing the samples"):
+        _show(GeolocationOutcome.from_json(current.result))
+elif current is not None and current.state is JobState.FAILED:
+    st.error(current.error or "The geolocation failed.", icon=":material/error:")
+elif current is not None:
+    st.warning(f"Geolocation {current.state.value}; nothing was sampled.")
 elif condition is not None:
     st.info("Choose the parameters and press 'Sample locations'.")

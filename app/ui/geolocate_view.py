@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image
-from pyproj import Transformer
 
 from inference.errors import InvalidRequestError
 from inference.modalities import LULC_CLASSES
@@ -44,17 +43,6 @@ def composition(percent_by_class: Mapping[str, float]) -> dict[int, float]:
         )
     index = {c.name: c.index for c in LULC_CLASSES}
     return {index[name]: pct / 100.0 for name, pct in percent_by_class.items() if pct > 0}
-
-
-def centre_lonlat(da: Any) -> tuple[float, float] | None:
-    """(lon, lat) of the centre pixel of a georeferenced DataArray, or ``None``."""
-    crs = getattr(getattr(da, "rio", None), "crs", None)
-    if crs is None or "x" not in da.coords or "y" not in da.coords:
-        return None
-    x = float(da.coords["x"].values[da.sizes["x"] // 2])
-    y = float(da.coords["y"].values[da.sizes["y"] // 2])
-    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(x, y)
-    return float(lon), float(lat)
 
 
 def _mercator_y(lat: np.ndarray) -> np.ndarray:

@@ -1,8 +1,9 @@
 """TerraLens Streamlit entry point: ``streamlit run app/ui/main.py`` from the repository root.
 
 The only module that calls ``st.navigation``: it sets the page config, builds the navigation
-over the pages in ``pages/`` (see :data:`app.widgets.PAGES`), draws the settings summary in the
-sidebar and runs the chosen page. A ``?run=<id>`` query parameter (a shared link) opens that run.
+over the pages in ``pages/`` (see :data:`app.widgets.PAGES`), draws the settings summary and
+the job queue in the sidebar and runs the chosen page. A ``?run=<id>`` query parameter (a
+shared link) opens that run.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 
 import streamlit as st
 
-from app.ui import state, widgets
+from app.ui import queue_panel, state, widgets
 
 st.set_page_config(
     page_title="TerraLens",
@@ -31,4 +32,5 @@ if run_param and run_param != state.RUN_ID.get():
 pages = [widgets.page(name) for name in widgets.available_pages()]
 current = st.navigation(pages, position="sidebar")
 widgets.sidebar(settings)
+queue_panel.queue_panel(settings)
 current.run()

@@ -4,38 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from app.aoi import AOI
 from app.scenes import aoi_mask
+from app.tasks import RUN_PAGE_TASKS, TASKS, JobSpec, Task, task_label
 from inference.errors import InvalidRequestError, SceneError
 from inference.modalities import GENERATABLE, Modality
+from inference.models import parse_model_size
 
 #: Outputs selected when the page first opens.
 DEFAULT_OUTPUTS: tuple[str, ...] = (Modality.LULC.value, Modality.NDVI.value)
-
-
-@dataclass(frozen=True)
-class TaskOption:
-    """One entry of the task selector."""
-
-    key: str
-    label: str
-    help: str
-    needs: str | None = None  # module that must exist for the task to be offered
-
-
-TASKS: tuple[TaskOption, ...] = (
-    TaskOption("generation", "Generation",
-               "Generate synthetic S1, LULC, NDVI or DEM layers from the Sentinel-2 window."),
-    TaskOption("water", "Water (zero-shot TiM)",
-               "Map water from TerraMind's generated land cover (class 1), with confidence.",
-               needs="inference.water"),
-    TaskOption("tim", "Fine-tuned TiM checkpoint",
-               "Segment with a fine-tuned TerraMind TiM checkpoint (local path or hub repo id).",
-               needs="inference.tim"),
-)
 
 
 def _module_exists(name: str) -> bool:
@@ -45,22 +24,10 @@ def _module_exists(name: str) -> bool:
         return False
 
 
-def available_tasks() -> list[TaskOption]:
-    """The tasks this installation can run (water needs :mod:`inference.water`, fine-tuned
-    checkpoints :mod:`inference.tim`)."""
-    return [t for t in TASKS if t.needs is None or _module_exists(t.needs)]
-
-
-def task_label(key: str) -> str:
-    """Label of a task key."""
-    return next((t.label for t in TASKS if t.key == key), key)
-
-
-def outputs_for(task: str, chosen: Sequence[str]) -> tuple[Modality, ...]:
-    """The modalities the model generates for ``task`` (water needs LULC only)."""
-    if task == "generation":
-        return tuple(Modality(o) for o in chosen)
-    return (Modality.LULC,)
+def available_tasks() -> list[Task]:
+    """The Run page's tasks this installation can run (see ``TaskInfo.needs``)."""
+    return [t for t in RUN_PAGE_TASKS
+            if (needs := TASKS[t].needs) is None or _module_exists(needs)]
 
 
 def output_choices() -> list[str]:
@@ -86,16 +53,18 @@ def check_scene(scene: Any) -> Any:
     return scene
 
 
-def estimate_text(scene: Any, task: str, outputs: tuple[Modality, ...], *, timesteps: int,
-                  size: str, device: str, aoi_json: str | None = None) -> str:
-    """"N chips of 224 px · about T on DEVICE" for the scene window, or why not.
+def estimate(scene: Any, task: Task, outputs: tuple[Modality, ...], *, timesteps: int,
+             size: str, device: str, aoi_json: str | None = None) -> tuple[str, float | None]:
+    """"N chips of 224 px · about T on DEVICE" for the scene window (or why not), and the
+    estimated seconds (``None`` when there is nothing to run).
 
     With the AOI the scene was loaded for, only the chips touching valid pixels inside the AOI
     polygon are counted (as the run skips the others) and the skipped ones are mentioned.
     """
     import numpy as np
 
-    from inference.generate import GenerationTask, estimate
+    from inference.generate import GenerationTask
+    from inference.generate import estimate as estimate_run
     from inference.tiling import count_chips, restrict_to_aoi
 
     h, w = int(scene.sizes["y"]), int(scene.sizes["x"])
@@ -105,17 +74,17 @@ def estimate_text(scene: Any, task: str, outputs: tuple[Modality, ...], *, times
     try:
         wanted = restrict_to_aoi(valid, inside)  # what generate() will compute
     except InvalidRequestError as err:
-        return str(err)
-    chips, seconds = estimate(h, w, gen_task, device=device.split(":")[0] or "cpu", size=size,
+        return str(err), None
+    chips, seconds = estimate_run(h, w, gen_task, device=device.split(":")[0] or "cpu", size=size,
                               mask=wanted)
     skipped = count_chips(h, w, gen_task.chip, gen_task.overlap) - chips
-    what = {"generation": "generation", "tim": "segmentation (estimated as generating its "
+    what = {Task.GENERATE: "generation", Task.TIM: "segmentation (estimated as generating its "
             "land cover)"}.get(task, "land cover for the water map")
     note = (f" ({skipped} chip{'s' if skipped != 1 else ''} of the bounding box hold no AOI "
             "pixel with data and are skipped)") if skipped else ""
     return (f"{w} × {h} px window → **{chips} chip{'s' if chips != 1 else ''}** of "
             f"{gen_task.chip} px{note} · {what} takes about **{format_seconds(seconds)}** on "
-            f"`{device}` (a rough estimate; model loading not included).")
+            f"`{device}` (a rough estimate; model loading not included)."), seconds
 
 
 def format_seconds(seconds: float) -> str:
@@ -128,29 +97,31 @@ def format_seconds(seconds: float) -> str:
     return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
-def build_job(
-    *, items: Sequence[dict[str, Any]], aoi_json: str | None, task: str,
+def build_spec(
+    *, items: Sequence[dict[str, Any]], aoi_json: str | None, task: Task | str,
     outputs: Sequence[str], size: str, timesteps: int, seed: int, checkpoint: str | None,
-) -> Any:
-    """The pipeline job for the loaded scene and the chosen parameters.
+) -> JobSpec:
+    """The job for the loaded scene and the chosen parameters (knobs that do not apply to the
+    task are ignored).
 
     Raises:
         InvalidRequestError: no outputs chosen, or a bad parameter.
         SceneError: the scene was not loaded from catalog items.
     """
-    from app.pipeline import GenerationJob
-
     if not items or not aoi_json:
         raise SceneError("The loaded scene has no catalog items: load it again on the Search "
                          "page.")
-    if task == "generation" and not outputs:
+    task = Task(task)
+    if task is Task.GENERATE and not outputs:
         raise InvalidRequestError(
             f"Choose at least one output to generate from {output_choices()}."
         )
-    return GenerationJob(
-        scene_items=tuple(items), aoi=AOI.from_json(aoi_json),
-        outputs=outputs_for(task, outputs), size=size, timesteps=int(timesteps), seed=int(seed),
-        task=task, checkpoint=(checkpoint or None) if task == "tim" else None,
+    return JobSpec(
+        task=task, scene_items=tuple(items), aoi=AOI.from_json(aoi_json),
+        outputs=tuple(Modality(o) for o in outputs) if task is Task.GENERATE
+        else (Modality.LULC,),
+        size=parse_model_size(size), timesteps=int(timesteps), seed=int(seed),
+        checkpoint=checkpoint or None,
     )
 
 

@@ -114,14 +114,13 @@ SCENE_PREVIEW: Key[Any] = Key(
 
 # -- Run ----------------------------------------------------------------------------------------
 RUN_ID: Key[str | None] = Key("run_id", _none, "the current run (opened on the Layers page)")
-CANCEL_REQUESTED: Key[bool] = Key("cancel_requested", lambda: False, "the analyst hit Cancel")
-RUN_PROGRESS: Key[tuple[int, int, str] | None] = Key(
-    "run_progress", _none, "(done, total, message) of a run in progress; left set if interrupted"
+RUN_JOB_ID: Key[int | None] = Key(
+    "run_job_id", _none, "the job the Run page submitted last (its state is in the job store)"
 )
-LAST_RUN_SECONDS: Key[float | None] = Key("last_run_seconds", _none, "wall time of the last run")
-LAST_RUN_REUSED: Key[bool] = Key(
-    "last_run_reused", lambda: False, "the current run was answered from the run store"
-)
+
+# -- Job queue (sidebar panel) ------------------------------------------------------------------
+SEEN_JOBS: Key[set[int]] = Key("seen_jobs", set, "job ids this session saw queued or running")
+TOASTED_JOBS: Key[set[int]] = Key("toasted_jobs", set, "ended job ids already announced")
 
 # -- Layers page --------------------------------------------------------------------------------
 LAYER_VISIBLE: Key[dict[str, bool]] = Key("layer_visible", dict, "layer name -> shown on map")
@@ -144,9 +143,8 @@ INSPECT_POINT: Key[tuple[float, float] | None] = Key(
 DELETE_PENDING: Key[str | None] = Key("delete_pending", _none, "run id awaiting confirmation")
 
 # -- Geolocate page -----------------------------------------------------------------------------
-GEOLOCATE_RESULT: Key[Any] = Key(
-    "geolocate_result", _none,
-    "(GeolocationResult, summary dict, true (lon, lat) or None) of the last sampling",
+GEOLOCATE_JOB_ID: Key[int | None] = Key(
+    "geolocate_job_id", _none, "the geolocation job this session submitted last"
 )
 
 
@@ -181,8 +179,8 @@ class W:
     CHECKPOINT = "w_checkpoint"
     RUN = "w_run"
     CANCEL = "w_cancel"
+    RUN_AGAIN = "w_run_again"
     LAYERS_MAP = "w_layers_map"
-    FALSE_COLOUR = "w_false_colour"
     COMPARE = "w_compare"
     COMPARE_LEFT = "w_compare_left"
     COMPARE_RIGHT = "w_compare_right"
@@ -212,6 +210,7 @@ class W:
     GEO_SEED = "w_geo_seed"
     GEO_SIZE = "w_geo_size"
     GEO_RUN = "w_geo_run"
+    GEO_CANCEL = "w_geo_cancel"
     GEO_MAP = "w_geo_map"
     GEO_GEOJSON = "w_geo_geojson"
     GEO_CSV = "w_geo_csv"
@@ -220,6 +219,11 @@ class W:
     def layer(kind: str, name: str) -> str:
         """Key of a per-layer widget, e.g. ``W.layer("visible", "[G] LULC")``."""
         return f"w_layer_{kind}::{name}"
+
+    @staticmethod
+    def job(kind: str, job_id: int) -> str:
+        """Key of a per-job widget of the queue panel, e.g. ``W.job("cancel", 7)``."""
+        return f"w_job_{kind}::{job_id}"
 
     @staticmethod
     def lulc_fraction(class_name: str) -> str:
