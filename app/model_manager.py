@@ -103,12 +103,13 @@ class ModelManager:
     """The process's models, by :class:`ModelKey`, with reference counts.
 
     Args:
-        loader: Builds a model for a key (default :func:`load_model`).
+        loader: Builds a model for a key (default: this module's :func:`load_model`, looked
+            up at each load).
         capacity: Models kept loaded at once (idle ones beyond it are evicted before a load).
         device_lock: Held around loads and evictions.
     """
 
-    def __init__(self, loader: Callable[[ModelKey], Any] = load_model, *, capacity: int = 1,
+    def __init__(self, loader: Callable[[ModelKey], Any] | None = None, *, capacity: int = 1,
                  device_lock: Any = DEVICE_LOCK) -> None:
         self._loader = loader
         self.capacity = max(1, int(capacity))
@@ -190,7 +191,7 @@ class ModelManager:
         try:
             with self._device_lock:
                 self.builds += 1
-                return self._loader(key)
+                return (self._loader or load_model)(key)
         except OutOfMemoryError:
             with self._cond:
                 freed = self._evict_idle(keep=0)
@@ -200,7 +201,7 @@ class ModelManager:
                         key.describe(), freed)
             with self._device_lock:
                 self.builds += 1
-                return self._loader(key)
+                return (self._loader or load_model)(key)
 
     def _evict_idle(self, *, keep: int) -> int:
         """Unload idle models, least recently used first, until at most ``keep`` remain.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import threading
 
 import numpy as np
 import pystac
@@ -142,12 +144,62 @@ def test_list_is_newest_first_and_delete_removes(tmp_path, sample):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_saving_the_same_request_again_replaces_the_run(tmp_path, sample):
+def test_saving_the_same_request_again_keeps_the_first_run(tmp_path, sample):
     store = RunStore(tmp_path)
     first = _save(store, sample)
     again = _save(store, sample)
-    assert again.id == first.id and again.created > first.created
+    assert again.id == first.id and again.created == first.created  # first writer wins
     assert [r.id for r in store.list_runs()] == [first.id]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_reader_never_fails_while_the_same_request_is_saved_again(tmp_path, sample):
+    store = RunStore(tmp_path)
+    first = _save(store, sample)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def resave() -> None:
+        try:
+            while not stop.is_set():
+                _save(RunStore(tmp_path), sample)
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    writer = threading.Thread(target=resave)
+    writer.start()
+    reads = 0
+    try:
+        for _ in range(60):
+            run = RunStore(tmp_path).open(first.id)
+            assert run.load_layer("LULC").shape[1:] == first.load_layer("LULC").shape[1:]
+            reads += 1
+    finally:
+        stop.set()
+        writer.join(60)
+    assert not errors, errors
+    assert reads == 60
+
+
+def test_sweep_removes_the_folders_of_dead_writers_only(tmp_path, sample):
+    import subprocess
+    import sys
+
+    store = RunStore(tmp_path)
+    good = _save(store, sample)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    left = tmp_path / f".tmp-{good.id}-{dead_pid}-deadbeef"
+    left.mkdir()
+    (left / "LULC.tif").write_bytes(b"partial")
+    trash = tmp_path / f".trash-{good.id}-{dead_pid}-0badf00d"
+    trash.mkdir()
+    live = tmp_path / f".tmp-{good.id}-{os.getpid()}-cafebabe"
+    live.mkdir()
+    assert sorted(store.sweep()) == sorted([left.name, trash.name])
+    assert not left.exists() and not trash.exists() and live.is_dir()
+    assert [r.id for r in store.list_runs()] == [good.id]
 
 
 def test_half_written_runs_are_never_listed_or_found(tmp_path, sample):
@@ -266,8 +318,9 @@ def test_a_run_links_the_scene_it_was_derived_from(tmp_path, sample):
     item = json.loads((run.path / "item.json").read_text())
     derived = [link for link in item["links"] if link["rel"] == "derived_from"]
     assert [link["href"] for link in derived] == [href]
-    without = store.save(RunRequest.from_dict(full.request.to_dict() | {"seed": 99}), layers,
-                         provenance=full.provenance)
+    other = full.request.to_dict()
+    other["params"] = other["params"] | {"seed": 99}
+    without = store.save(RunRequest.from_dict(other), layers, provenance=full.provenance)
     links = json.loads((without.path / "item.json").read_text())["links"]
     assert not [link for link in links if link["rel"] == "derived_from"]
 
