@@ -208,12 +208,13 @@ class JobRuntime:
             self._worker(device).wake.set()
         return job
 
-    def rerun(self, job_id: int, *, session: str = "") -> JobRecord | None:
-        """Submit an ended job's request again (the *Run again* button)."""
+    def rerun(self, job_id: int, *, session: str = "", scene: Any = None) -> JobRecord | None:
+        """Submit an ended job's request again (the *Run again* button); ``scene`` as for
+        :meth:`submit`."""
         old = self.jobs.get(job_id)
         if old is None:
             return None
-        return self.submit(old.spec, session=session, estimate_s=old.estimate_s)
+        return self.submit(old.spec, session=session, scene=scene, estimate_s=old.estimate_s)
 
     def cancel(self, job_id: int) -> JobRecord | None:
         """Cancel a queued or running job."""

@@ -127,7 +127,10 @@ def _ended(job: JobRecord) -> None:
         st.warning(f"Job #{job.id} was interrupted (the server stopped while it ran); nothing "
                    "was stored.")
         if st.button("Run again", key=W.RUN_AGAIN, icon=":material/replay:"):
-            again = runtime.job_runtime(settings).rerun(job.id, session=runtime.session_id())
+            same_scene = job.spec.scene_id == str(scene.attrs.get("scene_id", "")) and \
+                state.SCENE_AOI_JSON.get() == (job.spec.aoi.to_json() if job.spec.aoi else None)
+            again = runtime.job_runtime(settings).rerun(
+                job.id, session=runtime.session_id(), scene=scene if same_scene else None)
             if again is not None:
                 state.RUN_JOB_ID.set(again.id)
                 st.rerun()

@@ -1,5 +1,5 @@
-"""AppTest of the Run page with a scene seeded in session state, running a real (tiny,
-untrained) TerraMind model."""
+"""AppTest of the Run page with a scene seeded in session state: the page submits a job, the
+server's worker runs it with a real (tiny, untrained) TerraMind model, the page shows it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import pytest
 import rasterio
 from pyproj import Transformer
 
+import app.model_manager
 from app.aoi import AOI
+from app.job_store import JobRecord, JobState, JobStore
 from app.layers import display_layers_for
+from app.model_manager import ModelKey
 from app.runs import RunStore
-from app.ui import model_cache
 from app.ui.state import W
 from tests.fixtures.app_server import page_test
 from tests.fixtures.models import s2_window
@@ -41,6 +43,38 @@ def _seeded(modality: str = "S2L2A"):
                                         "properties": {}},)
     at.session_state["scene_aoi"] = aoi.to_json()
     return at
+
+
+def wait_for_job(at: Any, app_env: Path, key: str = "run_job_id",
+                 timeout_s: float = 300) -> JobRecord:
+    """Wait until the job the page submitted ended (the worker runs it in the background),
+    then rerun the page; returns the job."""
+    import time
+
+    job_id = at.session_state[key]
+    jobs = JobStore.beside(app_env / "runs")
+    deadline = time.monotonic() + timeout_s
+    while (job := jobs.get(job_id)) is not None and job.state.active:
+        if time.monotonic() > deadline:
+            pytest.fail(f"job {job_id} still {job.state} after {timeout_s} s: {job.message}")
+        time.sleep(0.1)
+    assert job is not None
+    at.run()
+    return job
+
+
+def use_model(monkeypatch: pytest.MonkeyPatch, model: Any) -> list[ModelKey]:
+    """Serve copies of the session's tiny model to the job workers; returns the loads made."""
+    import dataclasses
+
+    built: list[ModelKey] = []
+
+    def loader(key: ModelKey) -> Any:
+        built.append(key)
+        return dataclasses.replace(model)  # unloading the copy keeps the session's model
+
+    monkeypatch.setattr(app.model_manager, "load_model", loader)
+    return built
 
 
 def test_without_a_scene_the_page_says_where_to_get_one(app_env: Path) -> None:
@@ -79,6 +113,7 @@ def test_missing_weights_tell_how_to_provide_them(
     at = _seeded().run()
     at.multiselect(key=W.OUTPUTS).set_value(["LULC"]).run()
     at.button(key=W.RUN).click().run()
+    assert wait_for_job(at, app_env).state is JobState.FAILED
     assert not at.exception
     assert at.error, "a missing-weights error is shown"
     assert any("TerraMind weights not found" in e.value and str(empty) in e.value
@@ -92,18 +127,15 @@ def test_missing_weights_tell_how_to_provide_them(
 def test_run_generates_stores_and_reuses(
     app_env: Path, tiny_lulc_model: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    built: list[tuple[str, tuple[str, ...], int]] = []
-
-    def provide(size: str, outputs: tuple[str, ...], timesteps: int, *, settings: Any) -> Any:
-        built.append((size, outputs, timesteps))
-        return tiny_lulc_model  # the session's real tiny model (random init), built once
-
-    monkeypatch.setattr(model_cache, "generation_model", provide)
+    built = use_model(monkeypatch, tiny_lulc_model)
     at = _seeded().run()
     at.multiselect(key=W.OUTPUTS).set_value(["LULC"]).run()
+    at.number_input(key=W.TIMESTEPS).set_value(1).run()
     at.button(key=W.RUN).click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert built == [("tiny", ("LULC",), 10)]
+    wait_for_job(at, app_env)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert [(k.size, k.outputs) for k in built] == [("tiny", ("LULC",))]
     runs = RunStore(app_env / "runs").list_runs()
     assert len(runs) == 1
     assert at.session_state["run_id"] == runs[0].id
@@ -114,22 +146,29 @@ def test_run_generates_stores_and_reuses(
     at.button(key=W.RUN).click().run()
     assert any("Answered from the run store" in s.value for s in at.success)
     assert len(built) == 1
+    # Other timesteps are another run, but the same model: nothing is reloaded.
+    at.number_input(key=W.TIMESTEPS).set_value(2).run()
+    at.button(key=W.RUN).click().run()
+    wait_for_job(at, app_env)
+    assert len(RunStore(app_env / "runs").list_runs()) == 2 and len(built) == 1
     # A different seed is a different run.
     at.number_input(key=W.SEED).set_value(7).run()
     at.button(key=W.RUN).click().run()
-    assert len(RunStore(app_env / "runs").list_runs()) == 2
+    wait_for_job(at, app_env)
+    assert len(RunStore(app_env / "runs").list_runs()) == 3 and len(built) == 1
 
 
 @pytest.mark.model
 def test_zero_shot_water_stores_prediction_and_its_lulc(
     app_env: Path, tiny_lulc_model: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(model_cache, "generation_model",
-                        lambda size, outputs, timesteps, *, settings: tiny_lulc_model)
+    use_model(monkeypatch, tiny_lulc_model)
     at = _seeded().run()
     at.radio(key=W.TASK).set_value("water").run()
     assert not at.multiselect, "water needs no output choice"
+    assert W.TIMESTEPS not in [n.key for n in at.number_input], "water decodes in one step"
     at.button(key=W.RUN).click().run()
+    wait_for_job(at, app_env)
     assert not at.exception and not at.error, [e.value for e in at.error]
     [run] = RunStore(app_env / "runs").list_runs()
     assert run.request.task == "water"
@@ -161,6 +200,7 @@ def test_fine_tuned_tim_checkpoint_runs_from_the_page(
     at = _choose_tim(_seeded().run(), str(tim_checkpoint))
     assert not at.exception and not at.error, [e.value for e in at.error]
     at.button(key=W.RUN).click().run()
+    wait_for_job(at, app_env)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert any("Finished" in s.value for s in at.success)
@@ -202,14 +242,14 @@ def test_fine_tuned_tim_checkpoint_runs_from_the_page(
     at.button(key=W.RUN).click().run()
     assert any("Answered from the run store" in s.value for s in at.success)
     assert len(loads) == 1 and len(RunStore(app_env / "runs").list_runs()) == 1
-    # Model size and diffusion steps do not apply to a checkpoint: still the same run.
-    at.number_input(key=W.TIMESTEPS).set_value(3).run()
-    at.button(key=W.RUN).click().run()
-    assert any("Answered from the run store" in s.value for s in at.success)
-    assert len(loads) == 1 and len(RunStore(app_env / "runs").list_runs()) == 1
-    # Another seed is another run, and the TiM sampler really ran with it.
+    # Model size and diffusion steps do not apply to a checkpoint: they are not offered.
+    assert not [w for w in [*at.number_input, *at.selectbox] if w.key in (W.TIMESTEPS, W.SIZE)]
+    # Another seed is another run, and the TiM sampler really ran with it (the checkpoint
+    # stays loaded: no second load).
     at.number_input(key=W.SEED).set_value(7).run()
     at.button(key=W.RUN).click().run()
+    wait_for_job(at, app_env)
+    assert len(loads) == 1
     assert not at.exception and not at.error, [e.value for e in at.error]
     [reseeded] = [r for r in RunStore(app_env / "runs").list_runs() if r.id != run.id]
     assert reseeded.request.params_dict["seed"] == 7
@@ -225,6 +265,7 @@ def test_a_missing_tim_checkpoint_is_an_error_not_a_crash(
     missing = tmp_path / "nowhere" / "flood.ckpt"
     at = _choose_tim(_seeded().run(), str(missing))
     at.button(key=W.RUN).click().run()
+    assert wait_for_job(at, app_env).state is JobState.FAILED
     assert not at.exception
     assert any(str(missing) in e.value and "check the path" in e.value for e in at.error), \
         [e.value for e in at.error]
@@ -243,46 +284,35 @@ def test_tim_without_a_checkpoint_asks_for_one(app_env: Path) -> None:
     assert not (app_env / "runs").exists() or not RunStore(app_env / "runs").list_runs()
 
 
-def test_an_interrupted_run_is_reported(app_env: Path) -> None:
-    at = _seeded()
-    at.session_state["run_progress"] = (2, 9, "generating")
-    at.session_state["cancel_requested"] = True
-    at.run()
-    assert any("cancelled after 2 of 9" in w.value for w in at.warning)
-    at.run()
-    assert not any("cancelled" in w.value for w in at.warning)
-
-
-class _FakeModel:
-    def __init__(self, name: str) -> None:
-        self.registry_name = name
-        self.unloaded = False
-
-    def unload(self) -> None:
-        self.unloaded = True
-
-
-def test_model_cache_keeps_one_model_and_unloads_the_old_one(
-    app_env: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.model
+def test_an_interrupted_job_offers_run_again(
+    app_env: Path, tiny_lulc_model: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import inference.models
-
-    made: list[_FakeModel] = []
-
-    def load(size: str, outputs: Any, **kwargs: Any) -> _FakeModel:
-        made.append(_FakeModel(f"{size}:{','.join(outputs)}"))
-        return made[-1]
-
-    monkeypatch.setattr(inference.models, "load_generation_model", load)
     from app.settings import load_settings
+    from app.ui import run_view
 
-    settings = load_settings()
-    provide = model_cache.model_provider(settings)
-    first = provide("tiny", ("LULC",), 10)
-    assert provide("tiny", ("LULC",), 10) is first and len(made) == 1
-    second = provide("base", ("LULC", "NDVI"), 10)
-    assert second is not first and first.unloaded and not second.unloaded
-    model_cache.clear_models()
+    built = use_model(monkeypatch, tiny_lulc_model)
+    _, aoi = _scene()
+    spec = run_view.build_spec(
+        items=({"id": "S2A_TEST_SCENE", "collection": "sentinel-2-l2a", "properties": {}},),
+        aoi_json=aoi.to_json(), task="generation", outputs=["LULC"], size="tiny", timesteps=1,
+        seed=0, checkpoint=None)
+    jobs = JobStore.beside(app_env / "runs")
+    # A job the server was running when it stopped.
+    job, _ = jobs.submit(spec, key=spec.key(load_settings().weights), device="cpu",
+                         runner="cli")
+    jobs.finish(job.id, JobState.INTERRUPTED)
+    at = _seeded()
+    at.session_state["run_job_id"] = job.id
+    at.run()
+    assert any("was interrupted" in w.value for w in at.warning)
+    assert not RunStore(app_env / "runs").list_runs()
+    at.button(key=W.RUN_AGAIN).click().run()
+    assert at.session_state["run_job_id"] != job.id
+    again = wait_for_job(at, app_env)
+    assert again.key == job.key and again.state is JobState.DONE, again.error
+    assert any("Finished" in s.value for s in at.success)
+    assert [r.id for r in RunStore(app_env / "runs").list_runs()] == [job.key] and len(built) == 1
 
 
 def test_estimate_counts_only_chips_the_drawn_polygon_touches(app_env: Path) -> None:

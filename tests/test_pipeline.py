@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,12 @@ import rasterio
 
 from app.aoi import AOI
 from app.cli import main
-from app.pipeline import GenerationJob, Task, execute_generation, find_existing
+from app.model_manager import ModelKey, ModelManager
+from app.pipeline import PHASE_LOADING, PHASE_READING, PHASE_WRITING, execute, find_existing
 from app.runs import RunStore
 from app.settings import load_settings
-from inference.errors import InvalidRequestError, SceneError
+from app.tasks import JobSpec, Task
+from inference.errors import SceneError
 from inference.modalities import Modality
 from tests.fixtures.s2_scenes import SceneSet, utm_box_to_lonlat, utm_polygon_to_lonlat
 
@@ -40,20 +43,27 @@ def test_generation_is_stored_and_the_same_request_is_answered_from_the_store(
     settings = load_settings()
     store = RunStore(settings.runs_dir)
     aoi = AOI.from_geojson(utm_box_to_lonlat(*AOI_UTM))
-    job = GenerationJob(scene_items=(s2_scene_set.scenes[SCENE].item,), aoi=aoi,
-                        outputs=(Modality.LULC,), size="tiny", timesteps=1, seed=3)
-    calls: list[tuple[Any, ...]] = []
+    job = JobSpec(task=Task.GENERATE, scene_items=(s2_scene_set.scenes[SCENE].item,), aoi=aoi,
+                  outputs=(Modality.LULC,), size="tiny", timesteps=1, seed=3)
+    calls: list[ModelKey] = []
 
-    def provider(size: str, outputs: tuple[Modality, ...], timesteps: int) -> Any:
-        calls.append((size, outputs, timesteps))
-        return tiny_lulc_model
+    def loader(key: ModelKey) -> Any:
+        calls.append(key)
+        return dataclasses.replace(tiny_lulc_model)
 
+    models = ModelManager(loader)
     messages: list[str] = []
     assert find_existing(job, settings=settings, store=store) is None
-    run = execute_generation(job, settings=settings, store=store, model_provider=provider,
-                             progress=lambda d, t, m: messages.append(m))
-    assert calls == [("tiny", (Modality.LULC,), 1)]
-    assert messages and "chip batch" in messages[-1]
+    run = execute(job, settings=settings, store=store, models=models,
+                  progress=lambda d, t, m: messages.append(m)).run
+    assert run is not None
+    assert [(k.size, k.outputs) for k in calls] == [("tiny", ("LULC",))]
+    # Each phase in order: the scene window, the weights, each chip batch, writing.
+    phases = [m.split(":")[0] for m in messages]
+    phases = [p for i, p in enumerate(phases) if i == 0 or p != phases[i - 1]]
+    assert phases == [PHASE_READING, PHASE_LOADING, "generating", PHASE_WRITING, "stored"]
+    assert "generating: chip batch 1/1" in messages
+    assert "loading weights: TerraMind tiny (LULC)" in messages
     assert {"LULC", "LULC_PROB"} <= set(run.layer_names)
     lulc = run.load_layer("LULC")
     scene = run.load_layer(run.input_name)
@@ -66,9 +76,10 @@ def test_generation_is_stored_and_the_same_request_is_answered_from_the_store(
     assert [link["href"] for link in links if link["rel"] == "derived_from"] == [
         f"{settings.stac_url}/collections/sentinel-2-l2a/items/{SCENE}"]
 
-    again = execute_generation(job, settings=settings, store=store, model_provider=provider)
-    assert again.id == run.id and len(calls) == 1  # no model, no scene read the second time
-    other_seed = GenerationJob(**{**job.__dict__, "seed": 4})
+    again = execute(job, settings=settings, store=store, models=models)
+    assert again.reused and again.run is not None and again.run.id == run.id
+    assert len(calls) == 1  # no model, no scene read the second time
+    other_seed = dataclasses.replace(job, seed=4)
     assert find_existing(other_seed, settings=settings, store=store) is None
     assert run.provenance["extent"] == "aoi"  # not answered by runs of the whole bounding box
 
@@ -78,11 +89,12 @@ def test_outputs_are_clipped_to_a_drawn_polygon(
 ) -> None:
     x0, y0, x1, y1 = AOI_UTM
     aoi = AOI.from_geojson(utm_polygon_to_lonlat((x0, y0), (x1, y0), (x0, y1)))
-    job = GenerationJob(scene_items=(s2_scene_set.scenes[SCENE].item,), aoi=aoi,
-                        outputs=(Modality.LULC,), size="tiny", timesteps=1, seed=3)
+    job = JobSpec(task=Task.GENERATE, scene_items=(s2_scene_set.scenes[SCENE].item,), aoi=aoi,
+                  outputs=(Modality.LULC,), size="tiny", timesteps=1, seed=3)
     settings = load_settings()
-    run = execute_generation(job, settings=settings, store=RunStore(settings.runs_dir),
-                             model_provider=lambda *a: tiny_lulc_model)
+    run = execute(job, settings=settings, store=RunStore(settings.runs_dir),
+                  models=ModelManager(lambda key: dataclasses.replace(tiny_lulc_model))).run
+    assert run is not None
     with rasterio.open(run.layer_path("LULC_PROB")) as src:
         probs = src.read(1)
     computed = np.isfinite(probs)
@@ -97,19 +109,11 @@ def test_a_sentinel1_scene_cannot_feed_terramind_generation(
 ) -> None:
     s1 = next(s for s in s2_scene_set.items if s["collection"] == "sentinel-1-rtc")
     aoi = AOI.from_geojson(utm_box_to_lonlat(*AOI_UTM))
-    job = GenerationJob(scene_items=(s1,), aoi=aoi, size="tiny", timesteps=1)
+    job = JobSpec(task=Task.GENERATE, scene_items=(s1,), aoi=aoi, size="tiny", timesteps=1)
     settings = load_settings()
     with pytest.raises(SceneError, match="Sentinel-2 L2A"):
-        execute_generation(job, settings=settings, store=RunStore(settings.runs_dir),
-                           model_provider=lambda *a: pytest.fail("model must not be built"))
-
-
-def test_job_validation_names_what_is_missing() -> None:
-    aoi = AOI.from_bbox(15.0, 45.0, 15.01, 45.01)
-    with pytest.raises(InvalidRequestError, match="No scene chosen"):
-        GenerationJob(scene_items=(), aoi=aoi)
-    with pytest.raises(InvalidRequestError, match="checkpoint"):
-        GenerationJob(scene_items=({"id": "x"},), aoi=aoi, task=Task.TIM)
+        execute(job, settings=settings, store=RunStore(settings.runs_dir),
+                models=ModelManager(lambda key: pytest.fail("model must not be built")))
 
 
 def test_cli_generate_writes_cogs_and_a_stac_item(
