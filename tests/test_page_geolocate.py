@@ -11,12 +11,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.aoi import AOI
+from app.geolocation import GeolocationOutcome, centre_lonlat
+from app.job_store import JobState
 from app.ui import geolocate_view as view
 from app.ui.state import W
 from tests.fixtures.app_server import page_test
+from tests.fixtures.jobs import wait_for_job
 from tests.fixtures.models import s2_window
 
 PAGE = "5_Geolocate.py"
+
+
+def _lonlat_bounds(da: object) -> tuple[float, float, float, float]:
+    from pyproj import Transformer
+
+    w, s, e, n = da.rio.bounds()  # type: ignore[attr-defined]
+    to_ll = Transformer.from_crs(da.rio.crs, 4326, always_xy=True)  # type: ignore[attr-defined]
+    (lon0, lat0), (lon1, lat1) = to_ll.transform(w, s), to_ll.transform(e, n)
+    return lon0, lat0, lon1, lat1
 
 
 def test_scene_mode_without_a_scene_says_what_to_do(app_env: Path) -> None:
@@ -41,16 +54,23 @@ def test_prompt_shares_must_add_up_to_100(app_env: Path) -> None:
 @pytest.mark.model
 def test_sampling_from_the_scene_reports_counts_distances_and_downloads(app_env: Path) -> None:
     scene = s2_window(64, 64, seed=5)
-    scene.attrs["modality"] = "S2L2A"
+    scene.attrs.update({"modality": "S2L2A", "scene_id": "S2A_GEO"})
     at = page_test(PAGE, timeout=300)
     at.session_state["scene"] = scene
+    at.session_state["scene_items"] = ({"id": "S2A_GEO", "collection": "sentinel-2-l2a",
+                                        "properties": {}},)
+    at.session_state["scene_aoi"] = AOI.from_bbox(*_lonlat_bounds(scene)).to_json()
     at.run()
     at.number_input(key=W.GEO_SAMPLES).set_value(8).run()
     at.button(key=W.GEO_RUN).click().run()
+    job = wait_for_job(at, app_env, key="geolocate_job_id")
+    assert job.state is JobState.DONE, job.error
     assert not at.exception and not at.error, [e.value for e in at.error]
-    result, stats, truth = at.session_state["geolocate_result"]
+    outcome = GeolocationOutcome.from_json(job.result or "")
+    result, stats, truth = outcome.result, outcome.summary, outcome.true_lonlat
     assert result.n == 8 and stats["valid"] + stats["invalid"] == 8
-    assert truth == pytest.approx(view.centre_lonlat(scene))
+    assert result.params["model"] == "terramind_v1_tiny_generate"
+    assert truth == pytest.approx(centre_lonlat(scene))
     table = at.dataframe[0].value
     assert table.iloc[0]["Value"] == "8"
     assert "True scene centre (lat, lon)" in list(table[""])

@@ -11,14 +11,13 @@ import pytest
 import rasterio
 from pyproj import Transformer
 
-import app.model_manager
 from app.aoi import AOI
-from app.job_store import JobRecord, JobState, JobStore
+from app.job_store import JobState, JobStore
 from app.layers import display_layers_for
-from app.model_manager import ModelKey
 from app.runs import RunStore
 from app.ui.state import W
 from tests.fixtures.app_server import page_test
+from tests.fixtures.jobs import use_model, wait_for_job
 from tests.fixtures.models import s2_window
 
 PAGE = "2_Run.py"
@@ -43,38 +42,6 @@ def _seeded(modality: str = "S2L2A"):
                                         "properties": {}},)
     at.session_state["scene_aoi"] = aoi.to_json()
     return at
-
-
-def wait_for_job(at: Any, app_env: Path, key: str = "run_job_id",
-                 timeout_s: float = 300) -> JobRecord:
-    """Wait until the job the page submitted ended (the worker runs it in the background),
-    then rerun the page; returns the job."""
-    import time
-
-    job_id = at.session_state[key]
-    jobs = JobStore.beside(app_env / "runs")
-    deadline = time.monotonic() + timeout_s
-    while (job := jobs.get(job_id)) is not None and job.state.active:
-        if time.monotonic() > deadline:
-            pytest.fail(f"job {job_id} still {job.state} after {timeout_s} s: {job.message}")
-        time.sleep(0.1)
-    assert job is not None
-    at.run()
-    return job
-
-
-def use_model(monkeypatch: pytest.MonkeyPatch, model: Any) -> list[ModelKey]:
-    """Serve copies of the session's tiny model to the job workers; returns the loads made."""
-    import dataclasses
-
-    built: list[ModelKey] = []
-
-    def loader(key: ModelKey) -> Any:
-        built.append(key)
-        return dataclasses.replace(model)  # unloading the copy keeps the session's model
-
-    monkeypatch.setattr(app.model_manager, "load_model", loader)
-    return built
 
 
 def test_without_a_scene_the_page_says_where_to_get_one(app_env: Path) -> None:
