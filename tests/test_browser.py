@@ -357,6 +357,37 @@ def test_layers_toggle_opacity_and_download(page: Any, server: dict[str, Any],
             np.testing.assert_array_equal(ds.read(), stored.values)
 
 
+def _load_scene_and_go_to_run(page: Any, server: dict[str, Any]) -> None:
+    """Search the test catalog, load its scene and open the Run page."""
+    from playwright.sync_api import expect
+
+    page.goto(server["url"])
+    expect(_map(page).locator(".leaflet-container")).to_be_visible()
+    page.get_by_role("tab", name="Bounding box").click()
+    bbox = page.get_by_label("West, South, East, North (degrees)")
+    bbox.fill("15.005, 45.005, 15.03, 45.02")
+    bbox.press("Enter")
+    page.get_by_role("button", name="Use bounding box").click()
+    expect(page.get_by_test_id("stMetricValue").first).to_contain_text("km²")
+    _set_date(page, "Start", "2022-06-01")
+    _set_date(page, "End", "2022-06-30")
+    page.get_by_role("button", name="Search", exact=True).click()
+    expect(page.get_by_text("1 of 1 scenes shown", exact=False)).to_be_visible()
+
+    # Select the row (the table is a canvas: click its row-selection cell), then load.
+    grid = page.get_by_test_id("stDataFrame")
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 18, box["y"] + 35 + 18)
+    page.get_by_role("button", name="Load scene").click()
+    expect(page.get_by_text("Loaded scene")).to_be_visible()
+    # The true-colour preview of the loaded window is an overlay on the map.
+    expect(_map(page).locator(".leaflet-image-layer")).to_have_count(1)
+
+    page.get_by_role("link", name="Continue: run TerraMind on this scene →").click()
+    expect(page.get_by_text(re.compile(r"\d+ chips? of 224 px"))).to_be_visible()
+
+
 @pytest.mark.model
 def test_load_a_scene_run_and_cancel(page: Any, server: dict[str, Any]) -> None:
     from playwright.sync_api import expect
@@ -366,37 +397,46 @@ def test_load_a_scene_run_and_cancel(page: Any, server: dict[str, Any]) -> None:
     store = RunStore(server["data_dir"] / "runs")
     before = {r.id for r in store.list_runs()}
     with screenshots(page, "run-cancel"):
-        page.goto(server["url"])
-        expect(_map(page).locator(".leaflet-container")).to_be_visible()
-        page.get_by_role("tab", name="Bounding box").click()
-        bbox = page.get_by_label("West, South, East, North (degrees)")
-        bbox.fill("15.005, 45.005, 15.03, 45.02")
-        bbox.press("Enter")
-        page.get_by_role("button", name="Use bounding box").click()
-        expect(page.get_by_test_id("stMetricValue").first).to_contain_text("km²")
-        _set_date(page, "Start", "2022-06-01")
-        _set_date(page, "End", "2022-06-30")
-        page.get_by_role("button", name="Search", exact=True).click()
-        expect(page.get_by_text("1 of 1 scenes shown", exact=False)).to_be_visible()
-
-        # Select the row (the table is a canvas: click its row-selection cell), then load.
-        grid = page.get_by_test_id("stDataFrame")
-        grid.scroll_into_view_if_needed()
-        box = grid.bounding_box()
-        page.mouse.click(box["x"] + 18, box["y"] + 35 + 18)
-        page.get_by_role("button", name="Load scene").click()
-        expect(page.get_by_text("Loaded scene")).to_be_visible()
-        # The true-colour preview of the loaded window is an overlay on the map.
-        expect(_map(page).locator(".leaflet-image-layer")).to_have_count(1)
-
-        page.get_by_role("link", name="Continue: run TerraMind on this scene →").click()
-        expect(page.get_by_text(re.compile(r"\d+ chips? of 224 px"))).to_be_visible()
+        _load_scene_and_go_to_run(page, server)
         page.get_by_role("button", name="Run", exact=True).click()
-        cancel = page.get_by_role("button", name="Cancel")
+        cancel = page.get_by_test_id("stMain").get_by_role("button", name="Cancel")
         expect(cancel).to_be_visible()
         cancel.click()
         expect(page.get_by_text(re.compile("Run cancelled after"))).to_be_visible()
     assert {r.id for r in store.list_runs()} == before, "a cancelled run stores nothing"
+
+
+@pytest.mark.model
+def test_a_run_goes_on_across_pages_and_reloads(page: Any, server: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    from app.runs import RunStore
+
+    store = RunStore(server["data_dir"] / "runs")
+    before = {r.id for r in store.list_runs()}
+    with screenshots(page, "run-reload"):
+        _load_scene_and_go_to_run(page, server)
+        steps = page.get_by_role("spinbutton", name="Diffusion timesteps")
+        steps.fill("1")
+        steps.press("Enter")
+        _wait_idle(page)
+        page.get_by_role("button", name="Run", exact=True).click()
+        main = page.get_by_test_id("stMain")
+        expect(main.get_by_text(re.compile(r"Job #\d+"))).to_be_visible()
+        # Another page, then a reload of the browser (a new session): the job goes on.
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Runs").click()
+        expect(page.get_by_role("heading", name="Stored runs")).to_be_visible()
+        page.reload()
+        sidebar = page.get_by_test_id("stSidebar")
+        expect(sidebar.get_by_text(re.compile(r"#\d+ Generation"))).to_be_visible()
+        # The panel refreshes itself: the job progresses and ends without a click.
+        expect(sidebar.get_by_text(re.compile(r"loading weights|chip batch|writing|^done$"))
+               .first).to_be_visible()
+        expect(sidebar.get_by_text("done", exact=True)).to_be_visible(timeout=300_000)
+        page.reload()
+        expect(page.get_by_role("heading", name="Stored runs")).to_be_visible()
+    after = {r.id for r in store.list_runs()}
+    assert len(after - before) == 1, "the run arrived in the store"
 
 
 #: JS: the st_folium map's Leaflet view as ``[lat, lng, zoom]`` (``null`` before it exists).
