@@ -91,9 +91,11 @@ def run_job(job: JobRecord, *, jobs: JobStore, settings: Settings, runs: RunStor
                           progress=calls.progress, cancel=calls.cancel)
     except RunCancelledError as err:
         jobs.finish(job.id, JobState.CANCELLED, error=str(err), error_kind=type(err).__name__)
+        logger.info("job %d (%s, session %s) cancelled", job.id, job.label, job.session)
         return None
     except TerraLensError as err:
         jobs.finish(job.id, JobState.FAILED, error=str(err), error_kind=type(err).__name__)
+        logger.info("job %d (%s, session %s) failed: %s", job.id, job.label, job.session, err)
         return None
     except Exception as err:  # a bug: keep the worker alive, log the traceback
         logger.exception("job %d failed unexpectedly", job.id)
@@ -107,7 +109,9 @@ def run_job(job: JobRecord, *, jobs: JobStore, settings: Settings, runs: RunStor
     jobs.finish(job.id, JobState.DONE, run_id=outcome.run.id if outcome.run else None,
                 result=outcome.geolocation.to_json() if outcome.geolocation else None,
                 reused=outcome.reused)
-    logger.info("job %d (%s) done in %.1f s", job.id, job.label, time.monotonic() - started)
+    logger.info("job %d (%s, session %s) done in %.1f s%s", job.id, job.label, job.session,
+                time.monotonic() - started, " (answered from the run store)" if outcome.reused
+                else "")
     return outcome
 
 

@@ -70,6 +70,8 @@ def test_a_job_goes_on_while_the_analyst_is_on_other_pages(
     [run] = RunStore(app_env / "runs").list_runs()
     assert run.id == job.run_id
     assert any(run.request.scene_id in str(df.value.to_dict()) for df in at.dataframe)
+    # A toast announces it on whatever page the analyst is, with a link to its layers.
+    assert any(f"layers?run={run.id}" in t.value for t in at.toast), [t.value for t in at.toast]
     # Back on the Run page, the finished run is shown with the way to its layers.
     at.switch_page(RUN_PAGE).run()
     assert any("Finished" in s.value for s in at.success)

@@ -13,6 +13,7 @@ from app.job_store import JobRecord, JobState
 from app.jobs import JobRuntime
 from app.settings import Settings
 from app.ui import runtime, state, widgets
+from app.ui.run_view import format_seconds
 from app.ui.state import W
 
 #: Seconds between two refreshes of the panel.
@@ -23,8 +24,6 @@ RECENT = 3
 
 def eta_text(job: JobRecord) -> str:
     """``"about 1 min 05 s left"`` or ``""``."""
-    from app.ui.run_view import format_seconds
-
     eta = job.eta_s()
     return f"about {format_seconds(eta)} left" if eta is not None else ""
 
