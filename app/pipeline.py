@@ -11,6 +11,7 @@ Nothing here imports Streamlit; the job workers (:mod:`app.jobs`) and the CLI ca
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -228,7 +229,7 @@ def _geolocate(spec: JobSpec, settings: Settings, store: RunStore, models: Model
 
 
 #: Layer attrs copied into the run's provenance (the first layer that has them wins).
-_PROVENANCE_ATTRS = ("model", "weights", "untrained", "timesteps", "seed",
+_PROVENANCE_ATTRS = ("model", "weights", "weights_files", "untrained", "timesteps", "seed",
                      "terratorch_version", "checkpoint", "device", "dtype", "clipped_to_aoi")
 
 
@@ -247,6 +248,8 @@ def _provenance(
         provenance["scene_href"] = href
     for key in _PROVENANCE_ATTRS:
         value = next((da.attrs[key] for da in layers.values() if key in da.attrs), None)
+        if key == "weights_files" and isinstance(value, str):
+            value = json.loads(value)  # [{key, file, sha256, revision?}] of the model's files
         if value is not None:
             provenance[key] = value
     provenance["synthetic"] = any(bool(da.attrs.get("synthetic")) for da in layers.values())

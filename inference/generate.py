@@ -305,6 +305,7 @@ def generate(
         "synthetic": True,
         "model": model.registry_name,
         "weights": model.weights_label,
+        "weights_files": model.weight_files_json(),
         "untrained": bool(model.untrained),
         "timesteps": int(task.timesteps),
         "seed": int(task.seed),

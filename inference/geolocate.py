@@ -120,6 +120,7 @@ def load_geolocation_model(
     return GeolocationModel(
         module=loaded.module, registry_name=loaded.registry_name, device=loaded.device,
         weights_label=loaded.weights_label, untrained=loaded.untrained, conditions=tuple(conds),
+        weight_files=loaded.weight_files, load_phases=loaded.load_phases,
     )
 
 
@@ -237,6 +238,7 @@ def sample_locations(
         "n": int(n), "temperature": float(temperature), "top_p": float(top_p),
         "top_k": int(top_k), "seed": int(seed), "batch_size": int(batch_size),
         "model": model.registry_name, "weights": model.weights_label,
+        "weights_files": model.weight_files_json(),
         "untrained": bool(model.untrained), "terratorch_version": terratorch_version(),
     }
     return GeolocationResult(samples=samples, invalid=sum(reasons.values()), params=params,

@@ -34,21 +34,31 @@ import gc
 import importlib.metadata
 import logging
 import threading
+import time
 import warnings
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inference.errors import InvalidRequestError, OutOfMemoryError
+from inference.errors import InvalidRequestError, OutOfMemoryError, WeightsUnavailableError
+from inference.loading import (
+    TOKENIZERS,
+    load_model_file,
+    load_part,
+    parameters_on_meta,
+    uninitialised,
+)
 from inference.modalities import GENERATABLE, Modality
+from inference.terratorch_import import import_terratorch
 from inference.weights import (
     WEIGHTS_UNTRAINED,
-    load_weights,
+    WeightRecord,
     required_weight_files,
     resolve_weight_files,
     tokenizer_file,
+    weight_records,
     weights_kind,
     weights_label,
 )
@@ -63,6 +73,9 @@ DEVICE_LOCK = threading.Lock()
 
 #: Label stored with every output of an untrained model.
 UNTRAINED_LABEL = "untrained — outputs are noise"
+
+#: ``progress(message)`` as each phase of a model build starts.
+PhaseFn = Callable[[str], None]
 
 
 class ModelSize(StrEnum):
@@ -122,6 +135,8 @@ class LoadedModel:
         device: Device the module lives on.
         weights_label: ``hub:<repo>``, ``local:<dir>`` or ``untrained``.
         untrained: True when the weights are random.
+        weight_files: One record (file, SHA-256, hub revision) per file loaded.
+        load_phases: Seconds spent in each phase of the build.
     """
 
     module: Any
@@ -129,6 +144,14 @@ class LoadedModel:
     device: torch.device
     weights_label: str
     untrained: bool
+    weight_files: tuple[WeightRecord, ...] = field(default=(), kw_only=True)
+    load_phases: dict[str, float] = field(default_factory=dict, kw_only=True)
+
+    def weight_files_json(self) -> str:
+        """:attr:`weight_files` as a JSON list (the ``weights_files`` provenance attr)."""
+        import json
+
+        return json.dumps([r.as_dict() for r in self.weight_files])
 
     def unload(self) -> None:
         """Drop the module and return its memory (CUDA cache included)."""
@@ -293,14 +316,26 @@ def build_terramind(
     weights: str,
     device: torch.device | str = "cpu",
     full_model: bool | None = None,
+    progress: PhaseFn | None = None,
     **kwargs: Any,
 ) -> LoadedModel:
     """Build any TerraMind v1 model from terratorch's registries with resolved weights.
 
     Use this for generation (``terramind_v1_*_generate``), geolocation (a ``*_generate`` with
-    ``output_modalities=["coords"]``) or TiM backbones (``terramind_v1_*_tim``). Weight files
-    are resolved first (fast failure), the model is built with ``pretrained=False`` and the
-    files are loaded with terratorch's checkpoint filters, ``strict=True``.
+    ``output_modalities=["coords"]``) or TiM backbones (``terramind_v1_*_tim``). Phases:
+
+    1. weight files are resolved (fast failure, one message naming every missing file);
+    2. the model is built with ``pretrained=False`` and its parameters on the ``meta`` device
+       (no random initialisation that the weights would overwrite);
+    3. each tokenizer is taken from :data:`inference.loading.TOKENIZERS` when another model
+       already loaded the same file onto the same device, else loaded from its file;
+    4. the model's checkpoint goes through terratorch's filter and is assigned from a
+       memory-mapped file; any tensor left on ``meta`` refuses the model;
+    5. every file's SHA-256 (and hub revision) is recorded in :attr:`LoadedModel.weight_files`.
+
+    ``untrained`` models get a real random initialisation seeded with
+    :data:`UNTRAINED_INIT_SEED` (the caller's RNG state is left alone), so the same request
+    gives the same bytes in any process.
 
     Args:
         registry_name: e.g. ``terramind_v1_base_generate``, ``terramind_v1_tiny_tim``.
@@ -308,15 +343,18 @@ def build_terramind(
         device: Target device (a ``torch.device`` or a name for :func:`resolve_device`).
         full_model: Look in ``FULL_MODEL_REGISTRY`` (True) or ``BACKBONE_REGISTRY`` (False);
             default: full for ``*_generate``/``*_encdec``/tokenizers, backbone otherwise.
+        progress: Called with a message as each phase starts (seconds of each phase end up
+            in :attr:`LoadedModel.load_phases`).
         **kwargs: Passed to the registry builder (``modalities``, ``output_modalities``,
             ``tim_modalities``, ``standardize``, ``timesteps``...). ``pretrained`` and
             ``ckpt_path`` are refused.
 
     Returns:
-        The module on ``device`` in eval mode, with its weights label.
+        The module on ``device`` in eval mode, with its weights label and file records.
 
     Raises:
-        WeightsUnavailableError: weight files are missing or do not fit.
+        WeightsUnavailableError: weight files are missing, unreadable or do not fit (any
+            tensor of the built model left uninitialised).
         InvalidRequestError: bad arguments.
         OutOfMemoryError: the model does not fit on the device.
     """
@@ -333,16 +371,20 @@ def build_terramind(
     size = next((s for s in ModelSize if f"_{s.value}" in registry_name), None)
     if size is None:
         raise InvalidRequestError(f"Cannot tell the model size from {registry_name!r}.")
+    phases = _Phases(progress)
 
+    with phases("importing terratorch"):
+        import_terratorch()
     paths: dict[str, Path] = {}
     if kind != WEIGHTS_UNTRAINED:
-        files = required_weight_files(
-            registry_name,
-            modalities=_names(kwargs.get("modalities")),
-            output_modalities=_names(kwargs.get("output_modalities")),
-            tim_modalities=_names(kwargs.get("tim_modalities")),
-        )
-        paths = resolve_weight_files(files, weights)
+        with phases("resolving weight files"):
+            files = required_weight_files(
+                registry_name,
+                modalities=_names(kwargs.get("modalities")),
+                output_modalities=_names(kwargs.get("output_modalities")),
+                tim_modalities=_names(kwargs.get("tim_modalities")),
+            )
+            paths = resolve_weight_files(files, weights)
 
     from terratorch.registry import BACKBONE_REGISTRY, FULL_MODEL_REGISTRY
 
@@ -351,29 +393,129 @@ def build_terramind(
             "_tokenizer_" in registry_name
         )
     registry = FULL_MODEL_REGISTRY if full_model else BACKBONE_REGISTRY
-    with oom_as_error(f"building {registry_name}", device=dev), warnings.catch_warnings():
-        # TiM warns that an un-pretrained model cannot generate; weights are loaded below.
-        warnings.filterwarnings("ignore", message=".*not pre-trained.*")
-        try:
-            module = registry.build(registry_name, pretrained=False, **kwargs)
-        except (KeyError, ValueError, NotImplementedError, TypeError) as err:
-            raise InvalidRequestError(
-                f"terratorch cannot build {registry_name!r} with {kwargs!r}: {err}"
-            ) from err
+    records: tuple[WeightRecord, ...] = ()
+    with oom_as_error(f"building {registry_name}", device=dev):
         if paths:
-            missing_tok = [k for k in (getattr(module, "tokenizer", {}) or {}) if k not in paths]
+            with phases(f"building {registry_name} (no random init)"), parameters_on_meta():
+                module = _registry_build(registry, registry_name, kwargs)
+            tokenizers = getattr(module, "tokenizer", None) or {}
+            missing_tok = [k for k in tokenizers if k not in paths]
             if missing_tok:  # a tokenizer the prediction did not foresee
                 paths |= resolve_weight_files([tokenizer_file(k) for k in missing_tok], weights)
-            load_weights(module, paths)
-        module = module.to(dev)
-        module.eval()
+            with phases("recording weight files (sha256)"):
+                records = weight_records(paths)
+            for key in list(tokenizers):
+                with phases(f"loading tokenizer {key}"):
+                    tokenizers[key] = _tokenizer(tokenizers[key], key, paths[key], dev)
+            with phases(f"loading {paths['model'].name}"):
+                load_model_file(module, paths["model"], what=registry_name)
+            left = uninitialised(module)
+            if left:
+                raise WeightsUnavailableError(
+                    f"The weight files {sorted(p.name for p in paths.values())} leave "
+                    f"{len(left)} tensors of {registry_name} uninitialised (e.g. {left[:3]}): "
+                    "check that they are the TerraMind v1 files of this size."
+                )
+        else:
+            with phases(f"building {registry_name} (seeded random init)"), _seeded_init():
+                module = _registry_build(registry, registry_name, kwargs)
+        with phases(f"moving to {dev}"):
+            module = module.to(dev)
+            module.eval()
     return LoadedModel(
         module=module,
         registry_name=registry_name,
         device=dev,
         weights_label=weights_label(weights, size.value),
         untrained=kind == WEIGHTS_UNTRAINED,
+        weight_files=records,
+        load_phases=phases.seconds,
     )
+
+
+#: Seed of the random initialisation of ``untrained`` models (the same bytes in any process).
+UNTRAINED_INIT_SEED = 0
+
+
+@contextlib.contextmanager
+def _seeded_init() -> Iterator[None]:
+    """Seed torch, numpy and ``random`` for a build; restore the caller's states after."""
+    import random
+
+    import numpy as np
+    import torch
+
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(UNTRAINED_INIT_SEED)
+        random.seed(UNTRAINED_INIT_SEED)
+        np.random.seed(UNTRAINED_INIT_SEED)
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+def _registry_build(registry: Any, registry_name: str, kwargs: dict[str, Any]) -> Any:
+    with warnings.catch_warnings():
+        # TiM warns that an un-pretrained model cannot generate; weights are loaded after.
+        warnings.filterwarnings("ignore", message=".*not pre-trained.*")
+        try:
+            return registry.build(registry_name, pretrained=False, **kwargs)
+        except (KeyError, ValueError, NotImplementedError, TypeError) as err:
+            raise InvalidRequestError(
+                f"terratorch cannot build {registry_name!r} with {kwargs!r}: {err}"
+            ) from err
+
+
+def _tokenizer(built: Any, key: str, path: Path, device: torch.device) -> Any:
+    """The shared tokenizer for ``key`` from ``path`` on ``device``; ``built`` (on meta) is
+    filled and shared when no other model holds one."""
+    ident = TOKENIZERS.identity(key, path, device)
+    shared = TOKENIZERS.get(ident)
+    if shared is not None:
+        return shared
+    if key == "coords":
+        from tokenizers import Tokenizer
+
+        try:
+            built.text_tokenizer = Tokenizer.from_file(str(path))
+        except Exception as err:  # the tokenizers library raises plain Exceptions
+            raise WeightsUnavailableError(
+                f"Coordinate vocabulary {path.name!r} ({str(path)!r}) is unreadable ({err}): "
+                "re-download it or fix TERRALENS_WEIGHTS."
+            ) from err
+    else:
+        load_part(built, path, what=f"tokenizer {key!r}")
+    left = uninitialised(built)
+    if left:  # pragma: no cover - load_part refuses such files first
+        raise WeightsUnavailableError(
+            f"Tokenizer file {path.name!r} leaves {len(left)} tensors unset, e.g. {left[:3]}."
+        )
+    built = built.to(device).eval()
+    TOKENIZERS.put(ident, built)
+    return built
+
+
+class _Phases:
+    """Times named phases, tells ``progress`` as each starts, logs each duration."""
+
+    def __init__(self, progress: PhaseFn | None) -> None:
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if self.progress is not None:
+            self.progress(name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            took = time.perf_counter() - start
+            self.seconds[name] = self.seconds.get(name, 0.0) + took
+            logger.info("%s: %.2f s", name, took)
 
 
 def _names(value: Any) -> list[str]:
@@ -389,6 +531,7 @@ def load_generation_model(
     weights: str,
     device: torch.device | str = "auto",
     timesteps: int = 10,
+    progress: PhaseFn | None = None,
 ) -> GenerationModel:
     """Build the S2L2A → ``outputs`` any-to-any generation model.
 
@@ -402,6 +545,7 @@ def load_generation_model(
         weights: ``hub``, a local directory, or ``untrained``.
         device: ``torch.device`` or a name for :func:`resolve_device`.
         timesteps: Default diffusion steps (terratorch's own default, 50, is never used).
+        progress: Called with a message as each build phase starts.
 
     Returns:
         The model, in eval mode on its device.
@@ -427,6 +571,7 @@ def load_generation_model(
         output_modalities=[m.value for m in wanted],
         standardize=True,
         timesteps=timesteps,
+        progress=progress,
     )
     return GenerationModel(
         module=loaded.module,
@@ -434,6 +579,8 @@ def load_generation_model(
         device=loaded.device,
         weights_label=loaded.weights_label,
         untrained=loaded.untrained,
+        weight_files=loaded.weight_files,
+        load_phases=loaded.load_phases,
         spec=spec,
         autocast=autocast_dtype(dev),
     )

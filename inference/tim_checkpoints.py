@@ -268,6 +268,9 @@ def _band_names(mod: Modality, raw: Any) -> tuple[str, ...]:
     full = MODALITY_INFO[mod].bands
     if raw is None:
         return full
+    from inference.terratorch_import import import_terratorch
+
+    import_terratorch()
     from terratorch.models.backbones.terramind.model.terramind_register import PRETRAINED_BANDS
 
     tt_names = PRETRAINED_BANDS.get(INPUT_KEYS[mod], [])
@@ -389,6 +392,9 @@ def _standardisation(info: TimCheckpointInfo) -> tuple[
         return ({m: np.asarray(v, np.float32) for m, v in info.checkpoint_means.items()},
                 {m: np.asarray(v, np.float32) for m, v in info.checkpoint_stds.items()},
                 "checkpoint data module")
+    from inference.terratorch_import import import_terratorch
+
+    import_terratorch()
     from terratorch.models.backbones.terramind.model import terramind_register as reg
 
     means, stds = {}, {}
@@ -427,6 +433,9 @@ def load_tim_checkpoint(
 
     info = read_tim_checkpoint(path_or_repo_id, weights_dir=weights_dir)
     dev = device if isinstance(device, torch.device) else resolve_device(str(device))
+    from inference.terratorch_import import import_terratorch
+
+    import_terratorch()
     from terratorch.tasks import SemanticSegmentationTask
 
     model_args = dict(info.model_args) | {"backbone_pretrained": False}

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +54,6 @@ class WeightFile:
     def repo_name(self) -> str:
         """The repository name without the organisation."""
         return self.repo_id.rsplit("/", 1)[-1]
-
 
 
 def weights_label(weights: str, size: str) -> str:
@@ -112,6 +113,10 @@ def _tokenizer_key(name: str, *, as_input: bool) -> str | None:
 
 
 def tokenizer_file(key: str) -> WeightFile:
+    """The hub file of tokenizer ``key`` (e.g. ``"tok_lulc@224"``), from terratorch's table."""
+    from inference.terratorch_import import import_terratorch
+
+    import_terratorch()
     from terratorch.models.backbones.terramind.model.terramind_register import tokenizer_dict
     from terratorch.models.backbones.terramind.tokenizer import tokenizer_register
 
@@ -148,6 +153,9 @@ def required_weight_files(
     Returns:
         The files, the model checkpoint first.
     """
+    from inference.terratorch_import import import_terratorch
+
+    import_terratorch()
     from terratorch.models.backbones.terramind.model.terramind_register import pretrained_weights
 
     variant = _variant(registry_name)
@@ -259,65 +267,179 @@ def resolve_weight_files(files: list[WeightFile], weights: str) -> dict[str, Pat
     return found
 
 
-def _torch_load(path: Path) -> dict[str, Any]:
-    import torch
+# ----------------------------------------------------------------------------------------------
+# Reading files: refuse what is not a checkpoint, and record what was read
 
+
+@dataclass(frozen=True)
+class WeightRecord:
+    """Provenance of one weight file that went into a model.
+
+    Attributes:
+        key: What the file filled (``"model"`` or a tokenizer key).
+        filename: The file's name (as on the hub).
+        sha256: Hex digest of the file's bytes.
+        revision: Hub commit the file came from (``None`` for a local folder).
+    """
+
+    key: str
+    filename: str
+    sha256: str
+    revision: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        """The record as a plain dict (for JSON provenance), without empty fields."""
+        out = {"key": self.key, "file": self.filename, "sha256": self.sha256}
+        if self.revision:
+            out["revision"] = self.revision
+        return out
+
+
+_HEX = frozenset("0123456789abcdef")
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGEST_LOCK = threading.Lock()
+
+
+def hub_revision(path: Path) -> str | None:
+    """The hub commit of a file in a Hugging Face cache (``…/snapshots/<commit>/<file>``)."""
+    parts = Path(path).parts
+    if len(parts) >= 3 and parts[-3] == "snapshots" and len(parts[-2]) == 40:
+        return parts[-2]
+    return None
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, remembered per (path, size, mtime) for the life of the process.
+
+    A file in a Hugging Face cache is a link to ``blobs/<sha256>`` (large files are stored
+    under their SHA-256), so its digest is read from the link target without hashing.
+    """
+    import hashlib
+
+    target = Path(path).resolve()
+    stat = target.stat()
+    memo = (str(target), stat.st_size, stat.st_mtime_ns)
+    with _DIGEST_LOCK:
+        if memo in _DIGESTS:
+            return _DIGESTS[memo]
+    name = target.name
+    if target.parent.name == "blobs" and len(name) == 64 and set(name) <= _HEX:
+        digest = name
+    else:
+        with target.open("rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    with _DIGEST_LOCK:
+        _DIGESTS[memo] = digest
+    return digest
+
+
+def weight_records(paths: dict[str, Path], *, threads: int = 2) -> tuple[WeightRecord, ...]:
+    """:class:`WeightRecord` of every resolved file (hashed in parallel threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = list(paths)
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        digests = list(pool.map(lambda k: file_sha256(paths[k]), keys))
+    return tuple(
+        WeightRecord(k, paths[k].name, d, hub_revision(paths[k]))
+        for k, d in zip(keys, digests, strict=True)
+    )
+
+
+def _unreadable(path: Path, err: BaseException) -> WeightsUnavailableError:
+    # torch's unpickling errors advise weights_only=False (arbitrary code execution): never
+    # pass that on; name the error class only.
+    lines = str(err).splitlines()
+    detail = lines[0] if lines and "weights_only" not in str(err) else "no tensor data"
+    return WeightsUnavailableError(
+        f"Weight file {path.name!r} ({str(path)!r}) is not a readable TerraMind checkpoint "
+        f"({type(err).__name__}: {detail}): it "
+        "is empty, truncated or not a torch checkpoint. Re-download it (from the hub repo named "
+        "in the TerraMind docs, or `hf download`), or point TERRALENS_WEIGHTS at a folder with "
+        "intact files."
+    )
+
+
+def torch_load(path: Path) -> dict[str, Any]:
+    """Load a checkpoint's state dict (memory-mapped when the file allows), tensors only.
+
+    Raises:
+        WeightsUnavailableError: the file is missing, empty, truncated, not a torch
+            checkpoint, or holds no state dict (never a raw unpickling error).
+    """
+    import pickle
+
+
+    path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # not a zip-format checkpoint: mmap unsupported
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, EOFError) as err:
+        if path.stat().st_size == 0:
+            raise EOFError("the file is empty")
+        with warnings.catch_warnings():
+            # A non-checkpoint that looks like a pickle warns before it fails: the error says it.
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            state = _load_state(path)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as err:
+        raise _unreadable(path, err) from err
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise WeightsUnavailableError(
-            f"Cannot read weight file {str(path)!r} ({err}): re-download it or fix "
-            "TERRALENS_WEIGHTS."
-        ) from err
-    if not isinstance(state, dict):
-        raise WeightsUnavailableError(f"Weight file {str(path)!r} holds no state dict.")
+            f"Weight file {path.name!r} ({str(path)!r}) holds no state dict (a "
+            f"{type(state).__name__}): it is not a TerraMind checkpoint."
+        )
     return state
 
 
-def load_weights(module: Any, paths: dict[str, Path]) -> None:
-    """Load resolved files into a freshly built module, as terratorch's pretrained path does.
+def _load_state(path: Path) -> Any:
+    import torch
 
-    The model checkpoint goes through terratorch's own filter (``checkpoint_filter_fn_generate``,
-    ``_tim`` or the ViT one) and ``strict=True``; each tokenizer gets its file.
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # not a zip-format checkpoint (mmap needs one): read it whole
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+#: Older private name, kept for callers that imported it.
+_torch_load = torch_load
+
+
+def check_coverage(
+    expected: dict[str, Any], state: dict[str, Any], path: Path, *, what: str,
+    prefixes: tuple[str, ...] = ("",),
+) -> None:
+    """Refuse a file that would leave any tensor of the built part uninitialised.
+
+    Args:
+        expected: The part's own state dict (name → tensor, meta tensors allowed).
+        state: The file's state dict.
+        path: The file (for the message).
+        what: The part it fills, e.g. ``"terramind_v1_tiny_generate"`` or a tokenizer key.
+        prefixes: Prefixes the file's keys may need to match ``expected`` (terratorch maps
+            ``k`` to ``"sampler.model." + k`` for generation models).
+
+    Keys of the file that the part does not have are fine: the hub checkpoint holds every
+    modality's embeddings, a model built for fewer modalities uses some of them.
 
     Raises:
-        WeightsUnavailableError: a file is unreadable or does not fit the module.
+        WeightsUnavailableError: some tensors would be missing or have another shape; the
+            message names the file and the counts.
     """
-    from terratorch.models.backbones.terramind.model import terramind_register as reg
-    from terratorch.models.backbones.terramind.model.terramind_generation import (
-        TerraMindGeneration,
-    )
-    from terratorch.models.backbones.terramind.model.terramind_tim import TerraMindTiM
-
-    state = _torch_load(paths["model"])
-    if isinstance(module, TerraMindGeneration):
-        state = reg.checkpoint_filter_fn_generate(state, module)
-    elif isinstance(module, TerraMindTiM):
-        state = reg.checkpoint_filter_fn_tim(state, module)
-    else:
-        state = reg.checkpoint_filter_fn(state, module)
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as err:
+    filled: set[str] = set()
+    mismatched: list[str] = []
+    for key, value in state.items():
+        for prefix in prefixes:
+            name = prefix + key
+            if name not in expected:
+                continue
+            if tuple(getattr(value, "shape", ())) == tuple(expected[name].shape):
+                filled.add(name)
+            else:
+                mismatched.append(name)
+    missing = [k for k in expected if k not in filled and k not in mismatched]
+    bad = sorted(set(mismatched)) + missing
+    if bad:
         raise WeightsUnavailableError(
-            f"Weight file {str(paths['model'])!r} does not fit this model ({err}): check that "
-            "it is the TerraMind v1 checkpoint of the chosen size."
-        ) from err
-    tokenizers = getattr(module, "tokenizer", {}) or {}
-    for key, tok in tokenizers.items():
-        path = paths.get(key)
-        if path is None:
-            raise WeightsUnavailableError(f"No weight file resolved for tokenizer {key!r}.")
-        if key == "coords":
-            from tokenizers import Tokenizer
-
-            tok.text_tokenizer = Tokenizer.from_file(str(path))
-            continue
-        try:
-            tok.load_state_dict(_torch_load(path), strict=True)
-        except RuntimeError as err:
-            raise WeightsUnavailableError(
-                f"Tokenizer file {str(path)!r} does not fit tokenizer {key!r} ({err})."
-            ) from err
+            f"Weight file {path.name!r} ({str(path)!r}) does not fit {what}: it would leave "
+            f"{len(bad)} of its {len(expected)} tensors uninitialised ({len(missing)} missing, "
+            f"{len(set(mismatched))} of another shape; e.g. {bad[:3]}). Check that it is the "
+            "TerraMind v1 file of the chosen model size, re-download it, or fix "
+            "TERRALENS_WEIGHTS."
+        )

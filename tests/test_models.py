@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -194,6 +196,7 @@ def test_prefilled_hf_cache_loads_offline(
     import torch
 
     commit = "0" * 40
+    digests: dict[str, str] = {}
     for repo, name in [
         ("TerraMind-1.0-tiny", "TerraMind_v1_tiny.pt"),
         ("TerraMind-1.0-Tokenizer-LULC", "TerraMind_Tokenizer_LULC.pt"),
@@ -203,12 +206,19 @@ def test_prefilled_hf_cache_loads_offline(
         (repo_dir / "refs" / "main").write_text(commit)
         snapshot = repo_dir / "snapshots" / commit
         snapshot.mkdir(parents=True)
-        (snapshot / name).symlink_to(hub_layout_files / name)
+        # As huggingface_hub stores large files: blobs/<sha256>, linked from the snapshot.
+        digest = hashlib.sha256((hub_layout_files / name).read_bytes()).hexdigest()
+        (repo_dir / "blobs").mkdir()
+        shutil.copyfile(hub_layout_files / name, repo_dir / "blobs" / digest)
+        (snapshot / name).symlink_to(Path("..", "..", "blobs", digest))
+        digests[name] = digest
     torch.manual_seed(7)
     loaded = load_generation_model("tiny", ["LULC"], weights="hub", device="cpu")
     try:
         assert loaded.weights_label == "hub:ibm-esa-geospatial/TerraMind-1.0-tiny"
         _assert_same_weights(loaded, tiny_lulc_model)
+        records = {r.filename: (r.sha256, r.revision) for r in loaded.weight_files}
+        assert records == {name: (digest, commit) for name, digest in digests.items()}
     finally:
         loaded.unload()
 
