@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from inference.batching import AdaptiveBatches, batch_size_for_memory, free_device_memory
 from inference.errors import InvalidRequestError
 from inference.executors import Executor
 from inference.modalities import LULC_CLASSES, MODALITY_INFO, S2L2A_BANDS, Modality
@@ -158,17 +159,41 @@ class ChipGenerator:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(model.device)
+        pinned = model.speed.pinned and model.device.type == "cuda"
+        x = to_device(np.ascontiguousarray(batch, dtype=np.float32), model.device, pinned=pinned)
         what = f"generating {', '.join(m.value for m in model.outputs)} ({len(batch)} chips)"
         with oom_as_error(what, device=model.device), torch.no_grad(), _autocast(model):
             raw = model.module({Modality.S2L2A.value: x}, timesteps=self.task.timesteps)
-        parts = []
-        for mod in model.outputs:
-            value = raw[mod.value].float()
-            if mod is Modality.LULC:
-                value = torch.softmax(value, dim=1)
-            parts.append(value)
-        return torch.cat(parts, dim=1).cpu().numpy()
+            parts = []
+            for mod in model.outputs:
+                value = raw[mod.value].float()
+                if mod is Modality.LULC:
+                    value = torch.softmax(value, dim=1)
+                parts.append(value)
+            return to_host(torch.cat(parts, dim=1), pinned=pinned)
+
+
+def to_device(array: np.ndarray, device: torch.device, *, pinned: bool = False) -> torch.Tensor:
+    """A host array on ``device``; through pinned memory with an asynchronous copy when
+    ``pinned`` (CUDA only: the copy overlaps the work queued before it)."""
+    import torch
+
+    tensor = torch.from_numpy(array)
+    if pinned:
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def to_host(tensor: torch.Tensor, *, pinned: bool = False) -> np.ndarray:
+    """A device tensor as a numpy array; through a pinned buffer when ``pinned`` (CUDA)."""
+    import torch
+
+    if not pinned or tensor.device.type != "cuda":
+        return tensor.cpu().numpy()
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    torch.cuda.current_stream(tensor.device).synchronize()
+    return host.numpy()
 
 
 def _autocast(model: GenerationModel) -> Any:
@@ -293,7 +318,9 @@ def generate(
         )
     data, valid = _s2_array(s2)
     valid = restrict_to_aoi(valid, aoi_mask)
-    fn = ChipGenerator(model, task)
+    fn: Any = ChipGenerator(model, task)
+    if model.speed.adaptive_batch:
+        fn = AdaptiveBatches(fn, limit=_batch_limit(model, task))
     with _RngGuard():
         stacked = tiled_apply(
             fn, data, chip=task.chip, overlap=task.overlap, batch_size=task.batch_size,
@@ -336,6 +363,15 @@ def generate(
             values = np.where(valid, values, np.nan).astype(np.float32)
             results[mod.value] = _to_dataarray(values, s2, info.bands, attrs)
     return results
+
+
+def _batch_limit(model: GenerationModel, task: GenerationTask) -> int | None:
+    """Chips per model call that fit the free GPU memory (None: no cap, e.g. on CPU)."""
+    free = free_device_memory(model.device)
+    if free is None:
+        return None
+    return batch_size_for_memory(free, task.batch_size, outputs=len(task.outputs),
+                                 chip=task.chip)
 
 
 # Rough per-chip costs (seconds, one 224² chip) behind :func:`estimate`.

@@ -120,7 +120,7 @@ def load_geolocation_model(
     return GeolocationModel(
         module=loaded.module, registry_name=loaded.registry_name, device=loaded.device,
         weights_label=loaded.weights_label, untrained=loaded.untrained, conditions=tuple(conds),
-        weight_files=loaded.weight_files, load_phases=loaded.load_phases,
+        weight_files=loaded.weight_files, load_phases=loaded.load_phases, speed=loaded.speed,
     )
 
 

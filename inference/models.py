@@ -51,6 +51,7 @@ from inference.loading import (
     uninitialised,
 )
 from inference.modalities import GENERATABLE, Modality
+from inference.speed import SpeedOptions, apply_speed
 from inference.terratorch_import import import_terratorch
 from inference.weights import (
     WEIGHTS_UNTRAINED,
@@ -137,6 +138,7 @@ class LoadedModel:
         untrained: True when the weights are random.
         weight_files: One record (file, SHA-256, hub revision) per file loaded.
         load_phases: Seconds spent in each phase of the build.
+        speed: The speed paths in use.
     """
 
     module: Any
@@ -146,6 +148,7 @@ class LoadedModel:
     untrained: bool
     weight_files: tuple[WeightRecord, ...] = field(default=(), kw_only=True)
     load_phases: dict[str, float] = field(default_factory=dict, kw_only=True)
+    speed: SpeedOptions = field(default_factory=SpeedOptions, kw_only=True)
 
     def weight_files_json(self) -> str:
         """:attr:`weight_files` as a JSON list (the ``weights_files`` provenance attr)."""
@@ -317,6 +320,7 @@ def build_terramind(
     device: torch.device | str = "cpu",
     full_model: bool | None = None,
     progress: PhaseFn | None = None,
+    speed: SpeedOptions | None = None,
     **kwargs: Any,
 ) -> LoadedModel:
     """Build any TerraMind v1 model from terratorch's registries with resolved weights.
@@ -345,6 +349,7 @@ def build_terramind(
             default: full for ``*_generate``/``*_encdec``/tokenizers, backbone otherwise.
         progress: Called with a message as each phase starts (seconds of each phase end up
             in :attr:`LoadedModel.load_phases`).
+        speed: Speed paths to apply (:mod:`inference.speed`); default from the environment.
         **kwargs: Passed to the registry builder (``modalities``, ``output_modalities``,
             ``tim_modalities``, ``standardize``, ``timesteps``...). ``pretrained`` and
             ``ckpt_path`` are refused.
@@ -422,6 +427,9 @@ def build_terramind(
         with phases(f"moving to {dev}"):
             module = module.to(dev)
             module.eval()
+    speed = speed if speed is not None else SpeedOptions.from_env()
+    with phases("applying speed options"):
+        apply_speed(module, speed)
     return LoadedModel(
         module=module,
         registry_name=registry_name,
@@ -430,6 +438,7 @@ def build_terramind(
         untrained=kind == WEIGHTS_UNTRAINED,
         weight_files=records,
         load_phases=phases.seconds,
+        speed=speed,
     )
 
 
@@ -532,6 +541,7 @@ def load_generation_model(
     device: torch.device | str = "auto",
     timesteps: int = 10,
     progress: PhaseFn | None = None,
+    speed: SpeedOptions | None = None,
 ) -> GenerationModel:
     """Build the S2L2A → ``outputs`` any-to-any generation model.
 
@@ -546,6 +556,7 @@ def load_generation_model(
         device: ``torch.device`` or a name for :func:`resolve_device`.
         timesteps: Default diffusion steps (terratorch's own default, 50, is never used).
         progress: Called with a message as each build phase starts.
+        speed: Speed paths (:mod:`inference.speed`); default from the environment.
 
     Returns:
         The model, in eval mode on its device.
@@ -572,6 +583,7 @@ def load_generation_model(
         standardize=True,
         timesteps=timesteps,
         progress=progress,
+        speed=speed,
     )
     return GenerationModel(
         module=loaded.module,
@@ -581,8 +593,9 @@ def load_generation_model(
         untrained=loaded.untrained,
         weight_files=loaded.weight_files,
         load_phases=loaded.load_phases,
+        speed=loaded.speed,
         spec=spec,
-        autocast=autocast_dtype(dev),
+        autocast=autocast_dtype(dev) if loaded.speed.autocast else None,
     )
 
 
