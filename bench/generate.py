@@ -198,7 +198,6 @@ def _one_run(
     args: dict[str, Any],
     chips: list[int],
 ) -> None:
-    import torch
 
     from inference.generate import GenerationTask, generate
 
@@ -211,6 +210,23 @@ def _one_run(
                  aoi_mask=aoi_mask)
         return
     from terratorch.tasks.tiled_inference import tiled_inference
+
+    from inference import sampler
+
+    # The notebook path runs terratorch's own code: its two-sort top-p filter too.
+    sampler.uninstall(model.module)
+    try:
+        _reference_run(model, s2, outputs, args, chips, tiled_inference)
+    finally:
+        if model.speed.fast_sampler:
+            sampler.install(model.module)
+
+
+def _reference_run(
+    model: Any, s2: Any, outputs: list[str], args: dict[str, Any], chips: list[int],
+    tiled_inference: Any,
+) -> None:
+    import torch
 
     x = torch.from_numpy(s2.values[None]).to(model.device)
 
@@ -289,9 +305,10 @@ def main(argv: list[str] | None = None) -> None:
         ratio_t = result["ours"]["seconds"] / result["ref"]["seconds"]
         ratio_c = result["ours"]["cpu_seconds"] / result["ref"]["cpu_seconds"]
         ratio_m = result["ours"]["run_rss_mb"] / max(result["ref"]["run_rss_mb"], 1.0)
+        rates = ", ".join(f"{p} {r['chips'] / r['seconds']:.2f} chips/s" for p, r in result.items())
         print(
             f"{output_set:<22}{'ratio':<6} ours/ref: time {ratio_t:.2f}, CPU time {ratio_c:.2f}, "
-            f"run +RSS {ratio_m:.2f}"
+            f"run +RSS {ratio_m:.2f}; {rates}"
         )
         flat = {f"{p}_{k}": v for p, r in result.items() for k, v in r.items()}
         rows.append({"outputs": output_set, **flat})
