@@ -16,11 +16,16 @@ Weight sources (``TERRALENS_WEIGHTS``, passed here as ``weights``):
 * ``"untrained"`` — random initialisation, for tests and demos; outputs are noise and every
   layer says so.
 
-All files are resolved *before* the (slow) model construction, so missing weights fail in
-seconds with one message naming every missing file. Weights are then loaded with
-terratorch's own checkpoint filters (``checkpoint_filter_fn_generate`` and friends) and
-``strict=True`` — never through ``ckpt_path=``, which silently loads nothing into
-``*_generate`` models.
+All files are resolved *before* the model construction, so missing weights fail in seconds
+with one message naming every missing file. The model is then built with its parameters on
+``meta`` (no random init the weights overwrite) and filled from memory-mapped files through
+terratorch's own checkpoint filters (``checkpoint_filter_fn_generate`` and friends) —
+never through ``ckpt_path=``, which silently loads nothing into ``*_generate`` models. A file
+that would leave any tensor of the built model uninitialised (missing, or of another shape)
+is refused, naming the file and the counts; keys for modalities the model was not built with
+are fine. Each file's SHA-256 (and hub revision) goes into the outputs' provenance
+(``weights_files``); tokenizers loaded from the same file are shared between models
+(:mod:`inference.loading`). ``untrained`` models get a seeded real initialisation.
 
 Device work must be serialised by the caller with :data:`DEVICE_LOCK` (the app holds it around
 every model call so that two sessions never share GPU memory at once); nothing in
