@@ -17,6 +17,7 @@ import xarray as xr
 from app.aoi import AOI
 from app.catalog import Collection, SearchRequest, search_scenes
 from app.scenes import load_scene
+from app.settings import DEFAULT_MAX_READ_PIXELS
 from inference.modalities import MODALITY_INFO, S1_BANDS, S2L2A_BANDS, Modality
 
 #: Prefix of the source names of layers the analyst added.
@@ -93,13 +94,16 @@ def catalog_candidates(run: Any, collection: str, days: int, *, stac_url: str,
     return [s for s in found if s.aoi_coverage > 0]
 
 
-def load_catalog_layer(scene: Any, run: Any, *, stac_url: str, timeout_s: float
-                       ) -> tuple[str, xr.DataArray]:
+def load_catalog_layer(scene: Any, run: Any, *, stac_url: str, timeout_s: float,
+                       subscription_key: str | None = None,
+                       max_pixels: int = DEFAULT_MAX_READ_PIXELS) -> tuple[str, xr.DataArray]:
     """Read ``scene`` (a search hit) over the run's AOI as an added layer: (source, array).
 
     Raises:
         SceneError, AssetAccessError: the scene cannot be read over the AOI.
+        InvalidAOIError: the window holds more than ``max_pixels`` values.
     """
-    da = load_scene([scene.item], AOI(run.request.aoi), stac_url=stac_url, timeout_s=timeout_s)
+    da = load_scene([scene.item], AOI(run.request.aoi), stac_url=stac_url, timeout_s=timeout_s,
+                    subscription_key=subscription_key, max_pixels=max_pixels)
     source = added_source_name(scene.id, scene.id.encode())
     return source, prepare_added(da, scene.id)

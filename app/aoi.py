@@ -35,6 +35,8 @@ from inference.errors import InvalidAOIError, InvalidRequestError
 #: The ellipsoid used for every geodesic area and distance in TerraLens.
 GEOD = Geod(ellps="WGS84")
 
+#: Default window limit (bounding box km²) as a multiple of the AOI area limit.
+WINDOW_FACTOR = 4.0
 _POLYGON_TYPES = frozenset({"Polygon", "MultiPolygon"})
 _CIRCLE_VERTICES = 64
 
@@ -53,7 +55,11 @@ def _geometry_from_mapping(geometry: Mapping[str, Any]) -> BaseGeometry:
         raise InvalidAOIError(f"AOI geometry has no GeoJSON 'type': {dict(geometry)!r}")
     try:
         geom = shape(geometry)
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+    except RecursionError as err:
+        raise InvalidAOIError(
+            f"AOI geometry of type {gtype!r} is nested too deeply to be a polygon"
+        ) from err
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as err:
         raise InvalidAOIError(
             f"AOI geometry of type {gtype!r} cannot be read ({err}); check its coordinates: "
             f"{json.dumps(dict(geometry))[:200]!r}"
@@ -247,9 +253,25 @@ class AOI:
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
                 snippet = data[:80]
                 raise InvalidAOIError(f"AOI file is not valid JSON ({err}): {snippet!r}") from err
+            except ValueError as err:  # an integer of more than 4300 digits
+                raise InvalidAOIError(
+                    f"the AOI file holds a number that is not a coordinate ({str(err)[:60]}…): "
+                    "give lon/lat degrees"
+                ) from err
+            except RecursionError as err:
+                raise InvalidAOIError(
+                    "the AOI file is nested too deeply to be GeoJSON: export the area as a "
+                    "plain Polygon, Feature or FeatureCollection"
+                ) from err
         else:
             obj = data
-        return cls._from_geometry(_geojson_to_shape(obj))
+        try:
+            return cls._from_geometry(_geojson_to_shape(obj))
+        except RecursionError as err:
+            raise InvalidAOIError(
+                "the AOI GeoJSON is nested too deeply: export the area as a plain Polygon, "
+                "Feature or FeatureCollection"
+            ) from err
 
     @classmethod
     def from_kml(cls, text: str | bytes) -> AOI:
@@ -319,18 +341,33 @@ class AOI:
             fixed = _union(parts) if parts else Polygon()
         return AOI._from_geometry(fixed)
 
-    def validate(self, max_km2: float) -> AOI:
+    @property
+    def window_km2(self) -> float:
+        """Geodesic area of the bounding box in km²: what a scene window over the AOI covers."""
+        if self.shape.is_empty:
+            return 0.0
+        return geodesic_area_km2(box(*self.bbox))
+
+    def validate(self, max_km2: float, max_window_km2: float | None = None) -> AOI:
         """Check the AOI can be searched and processed; returns ``self`` for chaining.
+
+        Scenes are read over the AOI's bounding box, so the box is checked too: two small
+        fields far apart (or a thin diagonal strip) have a small area but a huge window.
 
         Args:
             max_km2: Largest accepted geodesic area in km² (``Settings.max_aoi_km2``).
+            max_window_km2: Largest accepted bounding box in km² (``Settings.max_window_km2``;
+                default 4 × ``max_km2``).
 
         Raises:
             InvalidAOIError: empty, not a polygon, outside lon/lat range, crossing the
-                antimeridian, invalid (e.g. self-intersecting) or larger than ``max_km2``.
+                antimeridian, invalid (e.g. self-intersecting), larger than ``max_km2`` or with
+                a bounding box larger than ``max_window_km2``.
         """
-        if isinstance(max_km2, bool) or not isinstance(max_km2, int | float) or not max_km2 > 0:
-            raise InvalidAOIError(f"the AOI size limit must be a positive number, got {max_km2!r}")
+        _check_limit(max_km2, "the AOI size limit")
+        if max_window_km2 is None:
+            max_window_km2 = WINDOW_FACTOR * max_km2
+        _check_limit(max_window_km2, "the AOI window limit")
         geom = self.shape
         gtype = geom.geom_type
         if geom.is_empty:
@@ -369,7 +406,24 @@ class AOI:
                 f"the AOI covers {area:,.1f} km², more than the limit of {max_km2:,.1f} km²: "
                 "draw a smaller area (or raise TERRALENS_MAX_AOI_KM2)"
             )
+        window = self.window_km2
+        if window > max_window_km2:
+            w, s, e, n = self.bbox
+            raise InvalidAOIError(
+                f"the AOI covers only {area:,.1f} km², but its bounding box ({w:.4f}, {s:.4f}, "
+                f"{e:.4f}, {n:.4f}) covers {window:,.1f} km² (about {window * 1e4 / 1e6:,.1f} "
+                f"million pixels at 10 m), more than the window limit of {max_window_km2:,.1f} "
+                "km²: scenes are read over the whole box, so split the area into parts that lie "
+                "close together (e.g. one AOI per field) and run each, or raise "
+                "TERRALENS_MAX_WINDOW_KM2"
+            )
         return self
+
+
+def _check_limit(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or not value > 0:
+        raise InvalidAOIError(f"{what} must be a finite, positive number, got {value!r}")
 
 
 def _local(tag: str) -> str:

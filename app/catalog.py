@@ -25,7 +25,16 @@ from pystac_client.stac_api_io import StacApiIO
 from shapely.geometry import shape
 
 from app.aoi import AOI, geodesic_area_km2
-from app.transport import DEFAULT_RETRIES, retry_policy, short_error, timeouts
+from app.transport import (
+    DEFAULT_RETRIES,
+    BoundedAdapter,
+    Deadline,
+    check_seconds,
+    deadline_seconds,
+    retry_policy,
+    short_error,
+    timeouts,
+)
 from inference.errors import CatalogError, InvalidRequestError, SceneError
 from inference.modalities import Modality
 
@@ -200,28 +209,36 @@ class SearchResults(list[SceneSummary]):
 def open_catalog(stac_url: str, timeout_s: float = 20.0) -> pystac_client.Client:
     """Open a STAC API with bounded retries and time-outs.
 
+    Every request of the client (this one and the searches after it) times out after
+    ``timeout_s`` and obeys the :class:`~app.transport.Deadline` active around it (see
+    :func:`catalog_deadline`).
+
     Args:
         stac_url: STAC API root, e.g. ``https://planetarycomputer.microsoft.com/api/stac/v1``.
         timeout_s: Read time-out per request, in seconds (connect time-out ≤ 5 s).
 
     Raises:
         CatalogError: the URL is malformed, unreachable, answers with an HTTP error or is not
-            a STAC API.
+            a STAC API, or no answer came within the deadline.
+        InvalidRequestError: ``timeout_s`` is not a finite positive number.
     """
     parsed = urlparse(stac_url or "")
     if parsed.scheme not in {"http", "https"} or not parsed.netloc:
         raise CatalogError(f"the STAC URL must be an http(s) URL, got {stac_url!r}")
-    if not timeout_s or timeout_s <= 0:
-        raise InvalidRequestError(f"timeout_s must be positive, got {timeout_s!r}")
+    timeout_s = check_seconds(timeout_s, "the catalog time-out")
     stac_io = StacApiIO(timeout=timeouts(timeout_s), max_retries=retry_policy(DEFAULT_RETRIES))
+    adapter = BoundedAdapter(max_retries=retry_policy(DEFAULT_RETRIES))
+    stac_io.session.mount("http://", adapter)
+    stac_io.session.mount("https://", adapter)
     try:
-        client = pystac_client.Client.open(stac_url, stac_io=stac_io)
+        # Client.open hands its own ``timeout`` to the StacApiIO it is given (None unless
+        # passed here), so the time-out is given again.
+        client = pystac_client.Client.open(stac_url, stac_io=stac_io, timeout=timeouts(timeout_s))
     except APIError as err:
-        raise CatalogError(
-            f"the STAC catalog {stac_url!r} cannot be reached or refused the request "
-            f"({short_error(err)}); check the URL and the network"
-        ) from err
-    except (pystac.STACError, ValueError, KeyError) as err:
+        raise _catalog_error(
+            err, f"the STAC catalog {stac_url!r} cannot be reached or refused the request "
+            f"({short_error(err)}); check the URL and the network") from err
+    except (pystac.STACError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise CatalogError(
             f"{stac_url!r} did not answer like a STAC API ({short_error(err)}); check the URL"
         ) from err
@@ -230,6 +247,22 @@ def open_catalog(stac_url: str, timeout_s: float = 20.0) -> pystac_client.Client
     for name in ("SORT", "FILTER", "QUERY", "ITEM_SEARCH"):
         client.add_conforms_to(name)
     return client
+
+
+def catalog_deadline(stac_url: str, timeout_s: float) -> Deadline:
+    """The overall deadline of one catalog operation (open, search, every page)."""
+    timeout_s = check_seconds(timeout_s, "the catalog time-out")
+    return Deadline(deadline_seconds(timeout_s), f"the STAC catalog {stac_url!r}")
+
+
+def _catalog_error(err: BaseException, message: str) -> CatalogError:
+    """``message`` as a :class:`CatalogError`, or the deadline's message when it passed."""
+    from app.transport import active_deadline
+
+    deadline = active_deadline()
+    if deadline is not None and deadline.expired:
+        return CatalogError(deadline.message())
+    return CatalogError(message)
 
 
 def _parse_datetime(props: Mapping[str, Any]) -> dt.datetime | None:
@@ -334,6 +367,12 @@ def search_scenes(
     """
     if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
         raise InvalidRequestError(f"page_size must be a positive integer, got {page_size!r}")
+    with catalog_deadline(stac_url, timeout_s):
+        return _search(request, stac_url, timeout_s, page_size)
+
+
+def _search(request: SearchRequest, stac_url: str, timeout_s: float, page_size: int
+            ) -> SearchResults:
     client = open_catalog(stac_url, timeout_s)
     search_kwargs: dict[str, Any] = {
         "collections": [request.collection.value],
@@ -352,17 +391,17 @@ def search_scenes(
     try:
         search = client.search(**search_kwargs)
         for item in search.items_as_dicts():
-            summary = summarise_item(item, request.aoi)
+            summary = summarise_item(item, request.aoi) if isinstance(item, Mapping) else None
             if summary is None:
-                skipped.append(str(item.get("id", "?")))
+                raw_id = item.get("id", "?") if isinstance(item, Mapping) else "?"
+                skipped.append(str(raw_id))
             else:
                 scenes.append(summary)
     except APIError as err:
-        raise CatalogError(
-            f"the search on {stac_url!r} failed ({short_error(err)}); check the URL, the network "
-            "or try again later"
-        ) from err
-    except (pystac.STACError, ValueError, KeyError, TypeError) as err:
+        raise _catalog_error(
+            err, f"the search on {stac_url!r} failed ({short_error(err)}); check the URL, the "
+            "network or try again later") from err
+    except (pystac.STACError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise CatalogError(
             f"the catalog {stac_url!r} returned an answer TerraLens cannot read "
             f"({short_error(err)})"
@@ -397,15 +436,22 @@ def fetch_item(
         SceneError: no item has that id (in ``collection``, when given).
         CatalogError: the catalog is unreachable or answers with an error.
     """
-    client = open_catalog(stac_url, timeout_s)
-    kwargs: dict[str, Any] = {"ids": [item_id], "max_items": 1}
-    if collection:
-        kwargs["collections"] = [collection]
-    try:
-        found = next(iter(client.search(**kwargs).items_as_dicts()), None)
-    except APIError as err:
-        raise CatalogError(f"fetching item {item_id!r} from {stac_url!r} failed "
-                           f"({short_error(err)})") from err
+    with catalog_deadline(stac_url, timeout_s):
+        client = open_catalog(stac_url, timeout_s)
+        kwargs: dict[str, Any] = {"ids": [item_id], "max_items": 1}
+        if collection:
+            kwargs["collections"] = [collection]
+        try:
+            found = next(iter(client.search(**kwargs).items_as_dicts()), None)
+        except APIError as err:
+            raise _catalog_error(err, f"fetching item {item_id!r} from {stac_url!r} failed "
+                                      f"({short_error(err)})") from err
+        except (pystac.STACError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise CatalogError(f"the catalog {stac_url!r} returned an answer TerraLens cannot "
+                               f"read for item {item_id!r} ({short_error(err)})") from err
+    if found is not None and not isinstance(found, Mapping):
+        raise CatalogError(f"the catalog {stac_url!r} returned an item {item_id!r} that is not a "
+                           f"JSON object: {found!r:.80}")
     if found is None:
         raise SceneError(f"no item {item_id!r} in the catalog {stac_url!r}"
                          + (f" (collection {collection!r})" if collection else "")

@@ -3,7 +3,9 @@
 One function builds each subcommand's parser and one function runs it; to add a subcommand,
 write ``_add_<name>(subparsers)`` that calls ``set_defaults(func=...)`` and append it to
 :data:`SUBCOMMANDS`. Failures print one line, ``terralens: error: ...``, on stderr and return
-exit code 2 for bad input or 1 for catalog/data/model failures; never a traceback.
+exit code 2 for bad input or 1 for catalog/data/model failures; never a traceback. One guard in
+:func:`main` catches whatever else escapes (exit 1, one line); ``--debug`` prints the trace
+instead, ``-v``/``-vv`` turn on INFO/DEBUG logging, ``--version`` prints the version.
 
 Example:
     terralens search --bbox 15.0,45.0,15.1,45.1 --start 2023-06-01 --end 2023-06-30 --json
@@ -12,8 +14,11 @@ Example:
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
+import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
@@ -22,6 +27,7 @@ from app.cli_args import aoi_from_args
 from app.cli_tasks import add_generate, add_geolocate, add_segment
 from app.cli_weights import add_weights
 from app.settings import load_settings
+from app.transport import check_seconds
 from inference.errors import InvalidRequestError, TerraLensError
 
 PROG = "terralens"
@@ -70,15 +76,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     """Run ``terralens search``: print the scenes over the AOI, oldest first."""
     settings = load_settings()
     aoi = aoi_from_args(args.aoi, args.bbox)
-    aoi.validate(settings.max_aoi_km2)
+    aoi.validate(settings.max_aoi_km2, settings.max_window_km2)
     request = SearchRequest(
         aoi=aoi, start=args.start, end=args.end, collection=args.collection,
         max_cloud=args.max_cloud, limit=args.limit,
     )
     stac_url = args.stac_url or settings.stac_url
-    timeout = args.timeout if args.timeout is not None else settings.stac_timeout_s
-    if timeout <= 0:
-        raise InvalidRequestError(f"--timeout must be positive, got {timeout!r}")
+    timeout = settings.stac_timeout_s
+    if args.timeout is not None:
+        timeout = check_seconds(args.timeout, "--timeout")
     scenes = search_scenes(request, stac_url=stac_url, timeout_s=timeout)
     if scenes.skipped:
         print(f"{PROG}: note: skipped {scenes.skipped} malformed item(s) without a datetime "
@@ -134,15 +140,45 @@ SUBCOMMANDS: list[Callable[[Any], None]] = [
 ]
 
 
+def version() -> str:
+    """The installed TerraLens version (``"unknown"`` when run from an uninstalled tree)."""
+    try:
+        return importlib.metadata.version("terralens")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - always installed
+        return "unknown"
+
+
+def _add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=default,
+                        help="log progress (-v: INFO, -vv: DEBUG) on stderr")
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="on an unexpected failure, print the Python traceback")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``terralens`` parser with every subcommand of :data:`SUBCOMMANDS`."""
+    """The ``terralens`` parser with every subcommand of :data:`SUBCOMMANDS`.
+
+    ``-v``/``--verbose`` and ``--debug`` are accepted before and after the subcommand.
+    """
     parser = _Parser(prog=PROG, description="TerraLens: TerraMind workbench command line.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
+    _add_global_options(parser, default=None)
     subparsers = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
     for add in SUBCOMMANDS:
         add(subparsers)
+    for sub in subparsers.choices.values():
+        _add_global_options(sub, default=argparse.SUPPRESS)
     return parser
+
+
+def configure_logging(verbosity: int) -> None:
+    """Log to stderr: warnings only by default, INFO with ``-v``, DEBUG with ``-vv``."""
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 \
+        else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _join_negative_values(argv: Sequence[str]) -> list[str]:
@@ -168,24 +204,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments without the program name (default: ``sys.argv[1:]``).
 
     Returns:
-        0 on success, 2 for bad input, 1 when the catalog, data or model fails.
+        0 on success, 2 for bad input, 1 when the catalog, data or model fails or anything
+        unexpected happens (one line; ``--debug`` prints the traceback).
     """
     parser = build_parser()
     try:
         args = parser.parse_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
     except SystemExit as exit_:
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else EXIT_USAGE
+    debug = bool(getattr(args, "debug", False))
+    configure_logging(int(getattr(args, "verbose", None) or 0))
     try:
         return int(args.func(args))
     except InvalidRequestError as err:  # includes InvalidAOIError
-        _fail(str(err))
+        _report(err, debug)
         return EXIT_USAGE
     except TerraLensError as err:
-        _fail(str(err))
+        _report(err, debug)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         _fail("interrupted")
         return 130
+    except RecursionError as err:
+        _report(err, debug, "the input is nested too deeply to be read")
+        return EXIT_FAILURE
+    except Exception as err:  # the top-level guard: one line, never a traceback
+        _report(err, debug, f"unexpected {type(err).__name__}: {err}")
+        return EXIT_FAILURE
+
+
+def _report(err: BaseException, debug: bool, message: str | None = None) -> None:
+    """One error line; with ``--debug`` the traceback first."""
+    if debug:
+        traceback.print_exception(err, file=sys.stderr)
+    text = message if message is not None else str(err)
+    if message is not None and not debug:
+        text += " (run again with --debug for the details)"
+    _fail(text[:2000])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,7 +31,7 @@ def _progress(done: int, total: int, message: str) -> None:
 
 def _aoi(args: argparse.Namespace, settings: Settings) -> AOI:
     aoi = aoi_from_args(args.aoi, args.bbox)
-    return aoi.validate(settings.max_aoi_km2)
+    return aoi.validate(settings.max_aoi_km2, settings.max_window_km2)
 
 
 def _settings(args: argparse.Namespace, runs_dir: str | None = None) -> Settings:

@@ -138,7 +138,9 @@ def execute(
     if scene is None:
         report(0, 1, PHASE_READING)
         scene = load_scene(list(spec.scene_items), spec.aoi,  # type: ignore[arg-type]
-                           stac_url=settings.stac_url)
+                           stac_url=settings.stac_url, timeout_s=settings.stac_timeout_s,
+                           subscription_key=settings.pc_subscription_key,
+                           max_pixels=settings.max_read_pixels)
     if scene.attrs.get("modality") != Modality.S2L2A.value:
         raise SceneError(
             f"TerraMind runs on Sentinel-2 L2A here; the loaded scene is "
@@ -215,7 +217,9 @@ def _geolocate(spec: JobSpec, settings: Settings, store: RunStore, models: Model
         if scene is None:
             report(0, 1, PHASE_READING)
             scene = load_scene(list(spec.scene_items), spec.aoi,  # type: ignore[arg-type]
-                               stac_url=settings.stac_url)
+                               stac_url=settings.stac_url, timeout_s=settings.stac_timeout_s,
+                               subscription_key=settings.pc_subscription_key,
+                               max_pixels=settings.max_read_pixels)
         condition = scene
         truth = centre_lonlat(scene)
     key = model_key(spec, settings)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,13 +33,19 @@ import rasterio
 import rasterio.windows
 import rioxarray
 import xarray as xr
-from rasterio.errors import RasterioIOError
+from affine import Affine
+from rasterio._err import CPLE_BaseError
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.io import MemoryFile
 from rasterio.warp import transform_bounds
-from rasterio.windows import from_bounds
+from rasterio.windows import Window, from_bounds
 
 from app.colors import CLASS_NODATA, class_lut, lulc_classes, prediction_classes
-from inference.errors import AssetAccessError, InvalidRequestError, RunStoreError
+from app.remote_file import RemoteOpener
+from app.settings import DEFAULT_MAX_READ_PIXELS
+from app.transport import Deadline, bounded_session, check_seconds, deadline_seconds
+from inference.errors import AssetAccessError, InvalidRequestError, RunStoreError, TerraLensError
 
 #: Tag holding the DataArray attrs as JSON (exact round trip through :func:`read_layer`).
 ATTRS_TAG = "TERRALENS_ATTRS"
@@ -149,8 +156,12 @@ def write_cog(da: xr.DataArray, path: str | Path) -> Path:
             colours = _class_colours(da) if classes else None
             if colours is not None:
                 dst.write_colormap(1, colours)
-    except (RasterioIOError, OSError) as err:
-        raise RunStoreError(f"cannot write GeoTIFF {str(path)!r}: {err}") from err
+    except (RasterioError, CPLE_BaseError, OSError) as err:
+        # GDAL reports a full disk as CPLE_FileIOError / CPLE_AppDefinedError, not OSError.
+        raise RunStoreError(
+            f"cannot write GeoTIFF {str(path)!r} ({' '.join(str(err).split())[:200]}); check "
+            "that the data folder's disk has space and is writable"
+        ) from err
     return path
 
 
@@ -186,13 +197,19 @@ def _restore(da: xr.DataArray, ds: rasterio.DatasetReader) -> xr.DataArray:
     return da
 
 
-def read_layer(source: str | Path | bytes, *, load: bool = True) -> xr.DataArray:
+def read_layer(source: str | Path | bytes, *, load: bool = True,
+               max_pixels: int = DEFAULT_MAX_READ_PIXELS) -> xr.DataArray:
     """Open a GeoTIFF as a layer DataArray (the inverse of :func:`write_cog`).
+
+    Bytes (an upload) are checked by their declared size first: when bands × height × width
+    exceeds ``max_pixels`` the layer is read decimated (from an overview when the file has one)
+    to fit, and ``read_decimation`` in its attrs says by how much.
 
     Args:
         source: A file path, or the bytes of a GeoTIFF (e.g. an upload).
         load: Read the pixels now; ``False`` keeps them lazy (metadata only, e.g. to list
             layers) and only works for paths.
+        max_pixels: Most pixel values read from bytes (``Settings.max_read_pixels``).
 
     Returns:
         ``band``/``y``/``x`` with band names, the CRS and the attrs that were written.
@@ -204,11 +221,17 @@ def read_layer(source: str | Path | bytes, *, load: bool = True) -> xr.DataArray
     if isinstance(source, (bytes, bytearray)):
         try:
             with MemoryFile(bytes(source)) as memfile, memfile.open() as ds:
-                da = cast(xr.DataArray, rioxarray.open_rasterio(ds, masked=False)).load()
-                return _restore(da, ds)
-        except RasterioIOError as err:
+                if ds.crs is None:
+                    raise InvalidRequestError(
+                        "the uploaded GeoTIFF has no CRS, so it cannot be placed on the map: "
+                        "assign one (e.g. gdal_edit.py -a_srs EPSG:32633) and upload it again"
+                    )
+                window = Window(0, 0, ds.width, ds.height)
+                return _layer(ds, window, max_pixels, restore_nodata=True)
+        except (RasterioError, CPLE_BaseError) as err:
             raise InvalidRequestError(
-                f"the uploaded file is not a readable GeoTIFF ({err}); upload a .tif"
+                f"the uploaded file is not a readable GeoTIFF ({' '.join(str(err).split())[:200]})"
+                "; upload a .tif"
             ) from err
     path = Path(source)
     if not path.is_file():
@@ -225,23 +248,94 @@ def read_layer(source: str | Path | bytes, *, load: bool = True) -> xr.DataArray
 
 
 
-#: GDAL options for reading a remote COG: bounded time-outs and retries, no directory listing.
+#: GDAL options for reading a remote COG through :class:`app.remote_file.RemoteOpener`.
 COG_URL_ENV = {
-    "GDAL_HTTP_TIMEOUT": 20,
-    "GDAL_HTTP_CONNECTTIMEOUT": 5,
-    "GDAL_HTTP_MAX_RETRY": 1,
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_NUM_THREADS": "1",
 }
 
 
-def read_layer_window(url: str, bbox: tuple[float, float, float, float]) -> xr.DataArray:
+def read_plan(count: int, height: int, width: int, max_pixels: int) -> tuple[int, int, int]:
+    """(decimation factor, out height, out width) so that count × out pixels ≤ ``max_pixels``.
+
+    Raises:
+        InvalidRequestError: even one pixel row per band does not fit (absurd band counts).
+    """
+    values = count * height * width
+    if values <= max_pixels:
+        return 1, height, width
+    factor = math.ceil(math.sqrt(values / max_pixels))
+    while count * math.ceil(height / factor) * math.ceil(width / factor) > max_pixels:
+        factor += 1
+        if factor > max(height, width):
+            raise InvalidRequestError(
+                f"the GeoTIFF declares {count:,} bands of {width:,} × {height:,} px, more than "
+                f"the limit of {max_pixels:,} values (TERRALENS_MAX_READ_PIXELS) even decimated: "
+                "keep only the bands you need (gdal_translate -b 1 ...)"
+            )
+    return factor, math.ceil(height / factor), math.ceil(width / factor)
+
+
+def _layer(ds: rasterio.DatasetReader, window: Window, max_pixels: int, *,
+           restore_nodata: bool) -> xr.DataArray:
+    """Read ``window`` of ``ds`` (decimated to fit ``max_pixels``) as a layer DataArray."""
+    height, width = int(window.height), int(window.width)
+    factor, out_h, out_w = read_plan(ds.count, height, width, int(max_pixels))
+    data = ds.read(window=window, out_shape=(ds.count, out_h, out_w),
+                   resampling=Resampling.nearest)
+    transform = ds.window_transform(window) * Affine.scale(width / out_w, height / out_h)
+    tags = ds.tags()
+    names = [d or str(i + 1) for i, d in enumerate(ds.descriptions)]
+    nodata, crs = ds.nodata, ds.crs
+    if ATTRS_TAG in tags:
+        attrs = json.loads(tags[ATTRS_TAG])
+    else:
+        attrs = {k: v for k, v in tags.items() if k not in _GDAL_TAGS}
+        units = {u for u in ds.units if u}
+        attrs.setdefault("units", units.pop() if len(units) == 1 else "")
+        attrs.setdefault("kind", "input")
+        attrs["synthetic"] = str(attrs.get("synthetic", "false")).lower() == "true"
+    if factor > 1:
+        attrs["read_decimation"] = factor
+    if data.dtype != np.uint8:  # class maps stay uint8, the rest float32 with NaN for nodata
+        values = data.astype(np.float32)
+        if nodata is not None and not np.isnan(nodata):
+            values[data == nodata] = np.nan
+    else:
+        values = data
+    xs = transform.c + transform.a * (np.arange(out_w) + 0.5)
+    ys = transform.f + transform.e * (np.arange(out_h) + 0.5)
+    da = xr.DataArray(values, dims=("band", "y", "x"),
+                      coords={"band": names, "y": ys, "x": xs}, attrs=attrs)
+    da = da.rio.write_crs(crs).rio.write_transform(transform)
+    if restore_nodata and data.dtype == np.uint8 and nodata is not None:
+        da = da.rio.write_nodata(int(nodata), encoded=True)
+    return da
+
+
+def read_layer_window(
+    url: str,
+    bbox: tuple[float, float, float, float],
+    *,
+    timeout_s: float = 20.0,
+    allow_private: bool = False,
+    max_pixels: int = DEFAULT_MAX_READ_PIXELS,
+) -> xr.DataArray:
     """Read the part of a remote (Cloud-Optimized) GeoTIFF that covers ``bbox``.
 
-    Only the window over the run's area is read (HTTP range requests when the server allows).
+    Only the window over the run's area is read, with HTTP range requests through
+    :mod:`app.transport`: each request times out after ``timeout_s``, the whole read gives up
+    after :func:`~app.transport.deadline_seconds` (3 × ``timeout_s``), and addresses that are not
+    public are refused on the first request and on every redirect unless ``allow_private``. A
+    window of more than ``max_pixels`` values is read decimated (from an overview when the file
+    has one; ``read_decimation`` in the attrs).
 
     Args:
         url: ``http(s)://`` URL of the GeoTIFF.
         bbox: (west, south, east, north) in EPSG:4326 degrees, e.g. the run's AOI bounds.
+        timeout_s: Per-request time-out (``Settings.stac_timeout_s``).
+        allow_private: Fetch private and loopback addresses (``TERRALENS_ALLOW_PRIVATE_URLS``).
+        max_pixels: Most pixel values read (``Settings.max_read_pixels``).
 
     Returns:
         ``band``/``y``/``x`` with CRS, band names from the file's band descriptions, NaN for
@@ -249,12 +343,20 @@ def read_layer_window(url: str, bbox: tuple[float, float, float, float]) -> xr.D
 
     Raises:
         InvalidRequestError: not an http(s) URL, or the raster does not cover ``bbox``.
-        AssetAccessError: the URL cannot be read as a GeoTIFF.
+        BlockedURLError: the URL (or a redirect) leads to a refused address.
+        AssetAccessError: the URL cannot be read as a GeoTIFF, or not within the deadline.
     """
-    if urlparse(url.strip()).scheme not in {"http", "https"} or not urlparse(url).netloc:
+    url = url.strip()
+    if urlparse(url).scheme not in {"http", "https"} or not urlparse(url).netloc:
         raise InvalidRequestError(f"the COG URL must start with http:// or https://, got {url!r}")
+    timeout_s = check_seconds(timeout_s, "the COG URL time-out")
+    deadline = Deadline(deadline_seconds(timeout_s), "the COG URL",
+                        block_private=not allow_private)
+    session = bounded_session(trust_env=False)
+    opener = RemoteOpener(url, session, deadline, timeout_s)
     try:
-        with rasterio.Env(**COG_URL_ENV), rasterio.open(url.strip()) as ds:
+        with deadline, session, rasterio.Env(**COG_URL_ENV), \
+                rasterio.open(url, opener=opener) as ds:
             if ds.crs is None:
                 raise InvalidRequestError(f"the GeoTIFF at {url!r} has no CRS; it cannot be placed")
             west, south, east, north = transform_bounds("EPSG:4326", ds.crs, *bbox)
@@ -265,35 +367,17 @@ def read_layer_window(url: str, bbox: tuple[float, float, float, float]) -> xr.D
                 )
             window = from_bounds(max(west, left), max(south, bottom), min(east, right),
                                  min(north, top), ds.transform).round_offsets().round_lengths()
-            window = window.intersection(rasterio.windows.Window(0, 0, ds.width, ds.height))
-            data = ds.read(window=window)
-            transform = ds.window_transform(window)
-            tags = ds.tags()
-            names = [d or str(i + 1) for i, d in enumerate(ds.descriptions)]
-            units = {u for u in ds.units if u}
-            nodata, crs = ds.nodata, ds.crs
-    except RasterioIOError as err:
+            window = window.intersection(Window(0, 0, ds.width, ds.height))
+            return _layer(ds, window, max_pixels, restore_nodata=False)
+    except TerraLensError:
+        raise
+    except (RasterioError, CPLE_BaseError, OSError) as err:
+        if opener.error is not None:
+            raise opener.error from err
         raise AssetAccessError(
-            f"cannot read a GeoTIFF at {url!r} ({err}); check the URL and that the server is "
-            "reachable from the TerraLens server"
+            f"cannot read a GeoTIFF at {url!r} ({' '.join(str(err).split())[:200]}); check the "
+            "URL and that it is a GeoTIFF"
         ) from err
-    if data.dtype != np.uint8:  # as read_layer: class maps stay uint8, the rest float32
-        values = data.astype(np.float32)
-        if nodata is not None and not np.isnan(nodata):
-            values[data == nodata] = np.nan
-    else:
-        values = data
-    height, width = values.shape[1:]
-    xs = transform.c + transform.a * (np.arange(width) + 0.5)
-    ys = transform.f + transform.e * (np.arange(height) + 0.5)
-    if ATTRS_TAG in tags:
-        attrs = json.loads(tags[ATTRS_TAG])
-    else:
-        attrs = {"units": units.pop() if len(units) == 1 else "", "kind": "input",
-                 "synthetic": False}
-    da = xr.DataArray(values, dims=("band", "y", "x"),
-                      coords={"band": names, "y": ys, "x": xs}, attrs=attrs)
-    return da.rio.write_crs(crs).rio.write_transform(transform)
 
 
 def class_names(da: xr.DataArray) -> list[str]:

@@ -16,6 +16,7 @@ over the pixels inside the AOI polygon only.
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,13 +28,16 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import shapely
 import xarray as xr
 from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError
 from rasterio.errors import RasterioError
 from rasterio.features import geometry_mask
 
 from app.aoi import AOI
 from app.catalog import Collection, SceneSummary, aoi_coverage_percent
+from app.settings import DEFAULT_MAX_READ_PIXELS
 from app.signing import HrefSigner
-from inference.errors import AssetAccessError, SceneError
+from app.transport import check_seconds
+from inference.errors import AssetAccessError, InvalidAOIError, SceneError
 from inference.modalities import (
     MODALITY_INFO,
     S1_BANDS,
@@ -47,6 +51,10 @@ from inference.modalities import (
 
 #: Output pixel size in metres.
 DEFAULT_RESOLUTION_M = 10.0
+#: A scene read (every band, tile and retry) gives up after this many per-request time-outs.
+READ_DEADLINE_FACTOR = 15.0
+#: Bands read per collection (S2: the 12 model bands and SCL).
+_READ_BANDS = {"sentinel-2-l2a": len(S2L2A_BANDS) + 1, "sentinel-1-rtc": len(S1_BANDS)}
 #: Stretch (DN) used for true-colour previews.
 RGB_STRETCH = (0.0, 3000.0)
 #: Bands of the true-colour preview, in R, G, B order.
@@ -134,7 +142,14 @@ def _choose_crs(items: list[dict[str, Any]], aoi: AOI) -> CRS:
         if epsg is not None and isinstance(geometry, Mapping):
             ranked[epsg] = ranked.get(epsg, 0.0) + aoi_coverage_percent(geometry, aoi) + 1e-6
     if ranked:
-        return CRS.from_epsg(max(ranked, key=lambda epsg: ranked[epsg]))
+        epsg = max(ranked, key=lambda code: ranked[code])
+        try:
+            return CRS.from_epsg(epsg)
+        except CRSError as err:
+            raise SceneError(
+                f"the scene declares its grid as EPSG:{epsg} (proj:epsg / proj:code), a code "
+                "PROJ does not know: the item is malformed; pick another scene"
+            ) from err
     lon, lat = aoi.centroid
     return CRS.from_epsg(utm_epsg(lon, lat))
 
@@ -199,6 +214,26 @@ def _keep_hrefs(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
+def check_window(shape_yx: tuple[int, int], bands: int, resolution: float,
+                 max_pixels: int) -> None:
+    """Refuse a scene window of more than ``max_pixels`` values before it is read.
+
+    Raises:
+        InvalidAOIError: bands × height × width exceeds ``max_pixels``; the message gives the
+            window, the limit and what to do.
+    """
+    height, width = (int(v) for v in shape_yx)
+    values = bands * height * width
+    if values > max_pixels:
+        km2 = height * width * resolution**2 / 1e6
+        raise InvalidAOIError(
+            f"the scene window over this AOI's bounding box is {width:,} × {height:,} px at "
+            f"{resolution:g} m ({km2:,.1f} km²) × {bands} bands = {values:,} values, more than "
+            f"the limit of {int(max_pixels):,} (TERRALENS_MAX_READ_PIXELS): split the area into "
+            "parts that lie close together and load each, or draw a smaller box"
+        )
+
+
 def _is_refused(err: BaseException) -> bool:
     return bool(_REFUSED.search(str(err)))
 
@@ -210,17 +245,25 @@ def _read(
     signer: HrefSigner,
     timeout_s: float,
 ) -> Any:
-    """odc.stac.load with signing, bounded GDAL HTTP settings and one re-sign on refusal."""
+    """odc.stac.load with signing, bounded GDAL HTTP settings and one re-sign on refusal.
+
+    Each GDAL request gives up after ``timeout_s`` in all (``GDAL_HTTP_TIMEOUT`` bounds the
+    whole transfer; a transfer slower than 1 kB/s for ``timeout_s`` is cut too); the read as a
+    whole gives up after ``READ_DEADLINE_FACTOR × timeout_s``.
+    """
     import odc.stac
 
     ids = [i["id"] for i in items]
+    deadline_s = READ_DEADLINE_FACTOR * timeout_s
 
-    def load() -> Any:
+    def load_now() -> Any:
         stac_items = [pystac.Item.from_dict(_keep_hrefs(i)) for i in items]
         with rasterio.Env(
             GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR",
             GDAL_HTTP_TIMEOUT=str(max(1, int(timeout_s))),
             GDAL_HTTP_CONNECTTIMEOUT=str(max(1, min(int(timeout_s), 5))),
+            GDAL_HTTP_LOW_SPEED_TIME=str(max(1, int(timeout_s))),
+            GDAL_HTTP_LOW_SPEED_LIMIT="1024",
             GDAL_HTTP_MAX_RETRY="2",
             GDAL_HTTP_RETRY_DELAY="0.5",
         ):
@@ -232,6 +275,21 @@ def _read(
                 patch_url=signer if signer.active else None,
                 fail_on_error=True,
             )
+
+    def load() -> Any:
+        # GDAL cannot be interrupted; the read runs in a worker that is left to its own
+        # (bounded) time-outs when the deadline passes, and the caller gets the answer now.
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="terralens-read")
+        try:
+            return pool.submit(load_now).result(timeout=deadline_s)
+        except concurrent.futures.TimeoutError as err:
+            raise AssetAccessError(
+                f"reading scene {ids!r} did not finish within {deadline_s:g} s (the overall "
+                "deadline, 15 × TERRALENS_STAC_TIMEOUT): the asset server is too slow or does "
+                "not answer; try again later or a smaller area"
+            ) from err
+        finally:
+            pool.shutdown(wait=False)
 
     try:
         return load()
@@ -307,8 +365,13 @@ def load_scene(
     resolution: float = DEFAULT_RESOLUTION_M,
     timeout_s: float = 20.0,
     signer: HrefSigner | None = None,
+    subscription_key: str | None = None,
+    max_pixels: int = DEFAULT_MAX_READ_PIXELS,
 ) -> xr.DataArray:
     """Read the AOI window of one acquisition (one or more same-day tiles).
+
+    The window's size is checked before anything is read: bands × height × width at
+    ``resolution`` must not exceed ``max_pixels``.
 
     Args:
         items: STAC Item dicts (or :class:`SceneSummary`) of one collection and one day.
@@ -316,7 +379,9 @@ def load_scene(
         stac_url: Catalog the items came from (decides whether assets are signed).
         resolution: Output pixel size in metres (10 for TerraMind).
         timeout_s: Time-out for HTTP reads and SAS-token requests, in seconds.
-        signer: Href signer to use (default: one for ``stac_url``).
+        signer: Href signer to use (default: one for ``stac_url`` with ``subscription_key``).
+        subscription_key: The Planetary Computer key (``Settings.pc_subscription_key``).
+        max_pixels: Most pixel values read (``Settings.max_read_pixels``).
 
     Returns:
         ``DataArray`` (band, y, x), float32, NaN as nodata, CRS written with rioxarray, and
@@ -325,15 +390,20 @@ def load_scene(
     Raises:
         SceneError: items of several days/collections, AOI outside the scene, or only nodata
             inside the AOI.
-        AssetAccessError: an asset cannot be read or signed (expired SAS token included).
+        InvalidAOIError: the window over the AOI's bounding box holds more than ``max_pixels``.
+        AssetAccessError: an asset cannot be read or signed (expired SAS token included), or
+            the read did not finish within its deadline.
     """
+    timeout_s = check_seconds(timeout_s, "the read time-out")
     raw = _as_item_dicts(items)
     collection = _collection_of(raw)
     _check_overlap(raw, aoi)
     ids = [i["id"] for i in raw]
-    signer = signer or HrefSigner(stac_url, timeout_s=min(timeout_s, 10.0))
+    signer = signer or HrefSigner(stac_url, subscription_key=subscription_key,
+                                  timeout_s=min(timeout_s, 10.0))
     crs = _choose_crs(raw, aoi)
     gbox, aoi_in_crs = _geobox(aoi, crs, resolution)
+    check_window(gbox.shape.yx, _READ_BANDS[collection.value], resolution, max_pixels)
     inside = _rasterise(aoi_in_crs, gbox.shape.yx, gbox.affine)
 
     attrs: dict[str, Any] = {}

@@ -8,10 +8,18 @@ Variables:
     TERRALENS_DATA_DIR: where runs and caches live (default: ``$XDG_DATA_HOME/terralens`` or
         ``~/.local/share/terralens``).
     TERRALENS_MAX_AOI_KM2: largest AOI accepted, in km² (default 100).
+    TERRALENS_MAX_WINDOW_KM2: largest bounding box of an AOI, in km² (the scene window read for
+        it; default 4 × ``TERRALENS_MAX_AOI_KM2``).
+    TERRALENS_MAX_READ_PIXELS: most pixel values (bands × height × width) read from a scene,
+        an upload or a COG URL at once (default 64 million, 256 MB as float32); larger uploads
+        and URL windows are read decimated (from an overview when the file has one).
+    TERRALENS_ALLOW_PRIVATE_URLS: ``1`` lets *Add data → COG URL* fetch private, loopback and
+        link-local addresses (default: refused).
     TERRALENS_WEIGHTS: ``hub`` (default), a local directory, or ``untrained``.
     TERRALENS_DEVICE: ``auto`` (default), ``cuda``, ``mps`` or ``cpu``.
     TERRALENS_MODEL_SIZE: default TerraMind size, ``tiny|small|base|large`` (default ``base``).
-    TERRALENS_STAC_TIMEOUT: seconds per catalog request (default 20).
+    TERRALENS_STAC_TIMEOUT: seconds per network request (catalog, SAS token, scene and COG
+        reads; default 20); an operation gives up after 3 × this in all.
     TERRALENS_GEOCODER_URL: Nominatim-compatible place search used by the Search page map's
         search box, called from the analyst's browser (default: OpenStreetMap's Nominatim);
         ``off`` removes the box (air-gapped deployments).
@@ -21,11 +29,13 @@ Variables:
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from app.aoi import WINDOW_FACTOR
 from app.signing import is_planetary_computer
 from inference.errors import InvalidRequestError
 
@@ -33,6 +43,9 @@ PLANETARY_COMPUTER_STAC_URL = "https://planetarycomputer.microsoft.com/api/stac/
 #: OpenStreetMap's public Nominatim; its usage policy (no bulk or autocomplete queries):
 #: https://operations.osmfoundation.org/policies/nominatim/
 NOMINATIM_URL = "https://nominatim.openstreetmap.org/"
+#: Default of ``TERRALENS_MAX_READ_PIXELS``: most pixel values (bands × height × width) one
+#: read may hold (256 MB as float32).
+DEFAULT_MAX_READ_PIXELS = 64_000_000
 
 
 def _default_data_dir() -> Path:
@@ -51,10 +64,13 @@ class Settings:
     device: str
     model_size: str
     stac_timeout_s: float
-    pc_subscription_key: str | None = None
+    pc_subscription_key: str | None = field(default=None, repr=False)
     geocoder_url: str | None = NOMINATIM_URL
     #: Another run store folder than ``<data_dir>/runs`` (the CLI's ``--out``).
     runs_path: Path | None = None
+    max_window_km2: float = 400.0
+    max_read_pixels: int = DEFAULT_MAX_READ_PIXELS
+    allow_private_urls: bool = False
 
     @property
     def runs_dir(self) -> Path:
@@ -67,7 +83,10 @@ class Settings:
         return is_planetary_computer(self.stac_url)
 
 
+
+
 def _float_env(name: str, default: float) -> float:
+    """A finite, positive number from the environment (``inf``, ``nan``, 0 are refused)."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -75,9 +94,21 @@ def _float_env(name: str, default: float) -> float:
         value = float(raw)
     except ValueError as err:
         raise InvalidRequestError(f"{name} must be a number, got {raw!r}") from err
-    if value <= 0:
-        raise InvalidRequestError(f"{name} must be positive, got {raw!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidRequestError(
+            f"{name} must be a finite, positive number, got {raw!r}: unset it for the default "
+            f"({default:g}) or give a number such as {default:g}"
+        )
     return value
+
+
+def _flag_env(name: str) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in {"", "0", "false", "no", "off"}:
+        return False
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    raise InvalidRequestError(f"{name} must be 1 or 0, got {raw!r}")
 
 
 def _geocoder_url() -> str | None:
@@ -111,14 +142,6 @@ def _subscription_key() -> str | None:
         ) from err
 
 
-def apply_subscription_key(settings: Settings) -> None:
-    """Hand the Planetary Computer subscription key (if any) to the ``planetary_computer`` SDK."""
-    if settings.pc_subscription_key:
-        import planetary_computer
-
-        planetary_computer.set_subscription_key(settings.pc_subscription_key)
-
-
 def load_settings() -> Settings:
     """Read the environment into a :class:`Settings`.
 
@@ -136,14 +159,25 @@ def load_settings() -> Settings:
             f"TERRALENS_MODEL_SIZE must be tiny, small, base or large, got {size!r}"
         )
     data_dir = os.environ.get("TERRALENS_DATA_DIR", "").strip()
+    max_aoi_km2 = _float_env("TERRALENS_MAX_AOI_KM2", 100.0)
+    max_window_km2 = _float_env("TERRALENS_MAX_WINDOW_KM2", WINDOW_FACTOR * max_aoi_km2)
+    if max_window_km2 < max_aoi_km2:
+        raise InvalidRequestError(
+            f"TERRALENS_MAX_WINDOW_KM2 ({max_window_km2:g}) must be at least "
+            f"TERRALENS_MAX_AOI_KM2 ({max_aoi_km2:g}): an AOI's bounding box is never smaller "
+            "than the AOI"
+        )
     return Settings(
         stac_url=os.environ.get("TERRALENS_STAC_URL", "").strip() or PLANETARY_COMPUTER_STAC_URL,
         data_dir=Path(data_dir).expanduser() if data_dir else _default_data_dir(),
-        max_aoi_km2=_float_env("TERRALENS_MAX_AOI_KM2", 100.0),
+        max_aoi_km2=max_aoi_km2,
         weights=os.environ.get("TERRALENS_WEIGHTS", "hub").strip() or "hub",
         device=device,
         model_size=size,
         stac_timeout_s=_float_env("TERRALENS_STAC_TIMEOUT", 20.0),
         pc_subscription_key=_subscription_key(),
         geocoder_url=_geocoder_url(),
+        max_window_km2=max_window_km2,
+        max_read_pixels=int(_float_env("TERRALENS_MAX_READ_PIXELS", DEFAULT_MAX_READ_PIXELS)),
+        allow_private_urls=_flag_env("TERRALENS_ALLOW_PRIVATE_URLS"),
     )

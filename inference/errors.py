@@ -53,3 +53,7 @@ class CheckpointError(TerraLensError, ValueError):
 
 class RunStoreError(TerraLensError, OSError):
     """A run folder is missing, incomplete or cannot be written."""
+
+
+class BlockedURLError(InvalidRequestError):
+    """A URL leads to an address TerraLens refuses to fetch (private, loopback, metadata)."""

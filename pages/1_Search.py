@@ -20,7 +20,8 @@ st.caption(
 )
 
 aoi = state.get_aoi()
-aoi_error = view.aoi_problem(aoi, settings.max_aoi_km2)
+aoi_limits = (settings.max_aoi_km2, settings.max_window_km2)
+aoi_error = view.aoi_problem(aoi, *aoi_limits)
 
 map_col, side_col = st.columns([3, 2], gap="medium")
 
@@ -41,7 +42,7 @@ with side_col:
         pasted = st.text_area("…or paste GeoJSON", key=W.PASTE, height=90)
         if st.button("Use this area", key=W.USE_UPLOAD):
             with widgets.guard("Reading the uploaded area"):
-                new_aoi = view.aoi_from_upload(upload, pasted).validate(settings.max_aoi_km2)
+                new_aoi = view.aoi_from_upload(upload, pasted).validate(*aoi_limits)
                 state.set_aoi(new_aoi, "uploaded")
                 st.rerun()
     with bbox_tab:
@@ -49,7 +50,7 @@ with side_col:
                                   placeholder="15.00, 45.00, 15.03, 45.02")
         if st.button("Use bounding box", key=W.USE_BBOX):
             with widgets.guard("Reading the bounding box"):
-                new_aoi = view.aoi_from_bbox_text(bbox_text).validate(settings.max_aoi_km2)
+                new_aoi = view.aoi_from_bbox_text(bbox_text).validate(*aoi_limits)
                 state.set_aoi(new_aoi, "bbox")
                 st.rerun()
     with jump_tab:
@@ -93,7 +94,7 @@ with map_col, widgets.guard("Drawing the map"):
     if drawing is not None:
         state.LAST_DRAWING.set(drawing)
         with widgets.guard("Reading the drawn area"):
-            new_aoi = view.aoi_from_map(value).validate(settings.max_aoi_km2)
+            new_aoi = view.aoi_from_map(value).validate(*aoi_limits)
             state.set_aoi(new_aoi, "drawn")
             st.rerun()
 
@@ -120,7 +121,7 @@ if submitted:
         with widgets.guard("Searching the catalog"):
             try:
                 request = SearchRequest(
-                    aoi=aoi.validate(settings.max_aoi_km2), start=start, end=end,
+                    aoi=aoi.validate(*aoi_limits), start=start, end=end,
                     collection=Collection(collection), max_cloud=float(max_cloud), limit=int(limit),
                 )
                 with st.spinner(f"Searching {settings.stac_url} …"):
@@ -171,7 +172,9 @@ if selected is not None and aoi is not None:
         if st.button("Load scene", type="primary", key=W.LOAD, icon=":material/download:"):
             with widgets.guard("Loading the scene"), st.spinner("Reading the AOI window …"):
                 scene = load_scene(same_day, aoi, stac_url=settings.stac_url,
-                                   timeout_s=settings.stac_timeout_s)
+                                   timeout_s=settings.stac_timeout_s,
+                                   subscription_key=settings.pc_subscription_key,
+                                   max_pixels=settings.max_read_pixels)
                 state.set_scene(scene, tuple(same_day), aoi, view.scene_preview(scene))
                 st.rerun()
     with thumb_col:

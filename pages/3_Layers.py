@@ -200,7 +200,8 @@ with add_tab:
         with widgets.guard("Adding the layer"):
             data = upload.getvalue()
             source = added_layers.added_source_name(upload.name, data)
-            new = added_layers.prepare_added(read_layer(data), upload.name)
+            new = added_layers.prepare_added(
+                read_layer(data, max_pixels=settings.max_read_pixels), upload.name)
             state.ADDED_LAYERS.set({**added, source: new})
             st.rerun()
     url = st.text_input("…or the URL of a Cloud-Optimized GeoTIFF", key=W.ADD_URL,
@@ -208,7 +209,10 @@ with add_tab:
     if url and st.button("Add from URL", key=W.ADD_URL_BUTTON):
         with (widgets.guard("Reading the GeoTIFF URL"),
               st.spinner("Reading the window over the run…")):
-            raw = read_layer_window(url, AOI(run.request.aoi).bbox)
+            raw = read_layer_window(url, AOI(run.request.aoi).bbox,
+                                    timeout_s=settings.stac_timeout_s,
+                                    allow_private=settings.allow_private_urls,
+                                    max_pixels=settings.max_read_pixels)
             name = url.rstrip("/").rsplit("/", 1)[-1] or "remote.tif"
             source = added_layers.added_source_name(name, url.encode())
             state.ADDED_LAYERS.set({**added, source: added_layers.prepare_added(raw, name)})
@@ -233,7 +237,9 @@ with add_tab:
             chosen = next(c for c in candidates if c.id == pick)
             with widgets.guard("Reading the scene"), st.spinner("Reading the scene over the run …"):
                 source, layer_da = added_layers.load_catalog_layer(
-                    chosen, run, stac_url=settings.stac_url, timeout_s=settings.stac_timeout_s)
+                    chosen, run, stac_url=settings.stac_url, timeout_s=settings.stac_timeout_s,
+                    subscription_key=settings.pc_subscription_key,
+                    max_pixels=settings.max_read_pixels)
                 state.ADDED_LAYERS.set({**added, source: layer_da})
                 st.rerun()
     if added:

@@ -186,8 +186,11 @@ def test_water_polygons_download_matches_the_mask(app_run: Any, sample_layers: A
     assert len(gpkg) == len(frame)
 
 
-def test_a_cog_url_is_added_for_the_run_area(app_run: Any, sample_layers: Any) -> None:
+def test_a_cog_url_is_added_for_the_run_area(app_run: Any, sample_layers: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.fixtures.stac_api import local_http_server
+
+    monkeypatch.setenv("TERRALENS_ALLOW_PRIVATE_URLS", "1")  # the server is on 127.0.0.1
 
     ndvi = sample_layers.layers["NDVI"].copy()
     ndvi.attrs = {"units": ""}  # a foreign file: no TerraLens attrs
@@ -211,6 +214,27 @@ def test_a_cog_url_is_added_for_the_run_area(app_run: Any, sample_layers: Any) -
         at.text_input(key=W.ADD_URL).input(f"{base}/missing.tif").run()
         at.button(key=W.ADD_URL_BUTTON).click().run()
         assert any("missing.tif" in e.value and "check the URL" in e.value for e in at.error)
+
+
+def test_a_loopback_cog_url_is_refused_by_default(app_run: Any, sample_layers: Any) -> None:
+    from tests.fixtures.stac_api import local_http_server
+
+    payload = layer_to_cog_bytes(sample_layers.layers["NDVI"])
+    served: list[str] = []
+
+    def serve(method: str, path: str, query: str, body: bytes) -> tuple[int, str, bytes]:
+        served.append(path)
+        return 200, "image/tiff", payload
+
+    with local_http_server(serve) as base:
+        at = _open(app_run.id)
+        at.text_input(key=W.ADD_URL).input(f"{base}/data/ndvi.tif").run()
+        at.button(key=W.ADD_URL_BUTTON).click().run()
+        assert not at.exception
+        assert any("private, loopback" in e.value and "TERRALENS_ALLOW_PRIVATE_URLS" in e.value
+                   for e in at.error)
+        assert served == []  # nothing was even asked of the internal server
+        assert "added_layers" not in at.session_state or not at.session_state["added_layers"]
 
 
 @pytest.mark.integration

@@ -42,12 +42,13 @@ def collection_label(collection: str) -> str:
 
 
 # -- AOI input -------------------------------------------------------------------------------------
-def aoi_problem(aoi: AOI | None, max_km2: float) -> str | None:
+def aoi_problem(aoi: AOI | None, max_km2: float, max_window_km2: float | None = None
+                ) -> str | None:
     """Why ``aoi`` cannot be searched (the validation message), or ``None`` when it can."""
     if aoi is None:
         return None
     try:
-        aoi.validate(max_km2)
+        aoi.validate(max_km2, max_window_km2)
     except InvalidAOIError as err:
         return str(err)
     return None
