@@ -15,7 +15,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in (
         "TERRALENS_STAC_URL", "TERRALENS_DATA_DIR", "TERRALENS_MAX_AOI_KM2", "TERRALENS_WEIGHTS",
         "TERRALENS_DEVICE", "TERRALENS_MODEL_SIZE", "PC_SDK_SUBSCRIPTION_KEY",
-        "PC_SDK_SUBSCRIPTION_KEY_FILE", "TERRALENS_GEOCODER_URL",
+        "PC_SDK_SUBSCRIPTION_KEY_FILE", "TERRALENS_GEOCODER_URL", "TERRALENS_STAC_TIMEOUT",
+        "TERRALENS_MAX_WINDOW_KM2", "TERRALENS_MAX_READ_PIXELS", "TERRALENS_ALLOW_PRIVATE_URLS",
     ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
@@ -84,3 +85,42 @@ def test_geocoder_url_is_a_service_root_or_off(
 ) -> None:
     clean_env.setenv("TERRALENS_GEOCODER_URL", value)
     assert load_settings().geocoder_url == expected
+
+
+@pytest.mark.parametrize("name", ["TERRALENS_MAX_AOI_KM2", "TERRALENS_STAC_TIMEOUT",
+                                  "TERRALENS_MAX_WINDOW_KM2", "TERRALENS_MAX_READ_PIXELS"])
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "Infinity", "0"])
+def test_limits_must_be_finite_positive_numbers(
+    clean_env: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    clean_env.setenv(name, value)
+    with pytest.raises(InvalidRequestError) as info:
+        load_settings()
+    message = str(info.value)
+    assert name in message and repr(value) in message and "finite, positive" in message
+
+
+def test_window_and_pixel_limits_and_the_private_url_switch(clean_env: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.max_window_km2 == 4 * settings.max_aoi_km2 == 400.0
+    assert settings.max_read_pixels == 64_000_000 and not settings.allow_private_urls
+    clean_env.setenv("TERRALENS_MAX_AOI_KM2", "50")
+    clean_env.setenv("TERRALENS_MAX_READ_PIXELS", "1e6")
+    clean_env.setenv("TERRALENS_ALLOW_PRIVATE_URLS", "1")
+    settings = load_settings()
+    assert (settings.max_window_km2, settings.max_read_pixels) == (200.0, 1_000_000)
+    assert settings.allow_private_urls
+    clean_env.setenv("TERRALENS_MAX_WINDOW_KM2", "10")
+    with pytest.raises(InvalidRequestError, match="at least TERRALENS_MAX_AOI_KM2"):
+        load_settings()
+
+
+def test_the_subscription_key_never_shows_in_the_settings_repr(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = tmp_path / "pc_key"
+    secret.write_text("s3cr3t-key-value", encoding="utf-8")
+    clean_env.setenv("PC_SDK_SUBSCRIPTION_KEY_FILE", str(secret))
+    settings = load_settings()
+    assert settings.pc_subscription_key == "s3cr3t-key-value"
+    assert "s3cr3t" not in repr(settings) and "s3cr3t" not in str(settings)

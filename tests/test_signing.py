@@ -142,6 +142,39 @@ def test_tokens_that_stay_expired_raise_asset_access_error(sas: SasStub) -> None
     assert len(sas.requests) == 2  # re-signed once, not forever
 
 
+def test_the_key_from_the_secret_file_reaches_the_token_request(
+    pc_tokens: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from app.settings import load_settings
+
+    secret = tmp_path / "pc_subscription_key"
+    secret.write_text("key-from-the-file\n", encoding="utf-8")
+    monkeypatch.setenv("PC_SDK_SUBSCRIPTION_KEY_FILE", str(secret))
+    settings = load_settings()
+    stub = SasStub(signatures=["keyed"])
+    seen: list[dict[str, str]] = []
+
+    def handler(method: str, path: str, query: str, body: bytes) -> tuple[int, str, bytes]:
+        if seen[-1].get("Ocp-Apim-Subscription-Key") != "key-from-the-file":
+            return 401, "application/json", b'{"message": "subscription key required"}'
+        return stub.handler(method, path, query, body)
+
+    with local_http_server(handler, headers_seen=seen) as base:
+        monkeypatch.setenv("PC_SDK_SAS_URL", f"{base}/api/sas/v1/token")
+        signer = HrefSigner(PC, subscription_key=settings.pc_subscription_key)
+        assert "sig=keyed" in signer(f"{BLOB}/S1/vv.tif")
+        assert "key-from-the-file" not in repr(signer)
+        drop_sas_tokens()
+        signed = sign_item(_item(), PC, subscription_key=settings.pc_subscription_key)
+        assert "sig=keyed" in signed["assets"]["B04"]["href"]
+        drop_sas_tokens()
+        with pytest.raises(AssetAccessError, match="SUBSCRIPTION_KEY") as info:
+            sign_item(_item(), PC)  # no key: the endpoint refuses, the message says what to set
+    assert "key-from-the-file" not in str(info.value)
+    assert [h.get("Ocp-Apim-Subscription-Key") for h in seen] == [
+        "key-from-the-file", "key-from-the-file", None]  # a 401 is not retried
+
+
 def test_unreachable_sas_endpoint_fails_fast(pc_tokens: None,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     url = closed_port_url()
