@@ -174,11 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbosity: int) -> None:
-    """Log to stderr: warnings only by default, INFO with ``-v``, DEBUG with ``-vv``."""
+    """Log to stderr: warnings only by default (retries of HTTP requests not even those),
+    INFO with ``-v``, DEBUG with ``-vv``."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 \
         else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # urllib3 logs each retry as a warning; the error line already says how it ended.
+    logging.getLogger("urllib3").setLevel(logging.ERROR if verbosity <= 0 else logging.NOTSET)
 
 
 def _join_negative_values(argv: Sequence[str]) -> list[str]:

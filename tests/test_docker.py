@@ -61,7 +61,9 @@ def test_compose_uses_the_gpu_persists_runs_and_passes_the_key_as_a_secret() -> 
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))
     service = compose["services"]["terralens"]
     assert service["gpus"] == "all"
-    assert service["ports"] == [f"{_instruction('EXPOSE')[0]}:{_instruction('EXPOSE')[0]}"]
+    port = _instruction("EXPOSE")[0]
+    # No sign-in: published on the workstation only unless the operator decides otherwise.
+    assert service["ports"] == [f"${{TERRALENS_BIND:-127.0.0.1}}:{port}:{port}"]
     volumes = dict(v.split(":") for v in service["volumes"])
     assert volumes["terralens-data"] == service["environment"]["TERRALENS_DATA_DIR"]
     assert volumes["terralens-hf"] == service["environment"]["HF_HOME"]
@@ -84,3 +86,10 @@ def test_installs_use_the_lock_of_their_python() -> None:
             encoding="utf-8").splitlines() if line and not line.startswith("#"))
         for package in ("diffusers", "timm", "lightning", "torchgeo", "terratorch", "torch"):
             assert package in pins, (lock, package)
+
+
+def test_the_app_hides_tracebacks_from_analysts() -> None:
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    assert config["client"]["showErrorDetails"] == "none"
