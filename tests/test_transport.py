@@ -137,3 +137,21 @@ def test_non_public_addresses_are_recognised(address: str) -> None:
 @pytest.mark.parametrize("address", ["8.8.8.8", "151.101.1.1", "2606:4700::1111"])
 def test_public_addresses_pass(address: str) -> None:
     assert is_public_address(address)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("server", STALLS)
+def test_scene_assets_on_a_stalling_server_fail_within_bounds(server: Any,
+                                                               s2_scene_set: Any) -> None:
+    import json
+
+    from app.scenes import load_scene
+    from tests.fixtures.s2_scenes import utm_box_to_lonlat
+
+    item = json.loads(json.dumps(s2_scene_set.scenes["S2A_T33TWL_20220615_A"].item))
+    aoi = AOI(utm_box_to_lonlat(500_600.0, 4_983_600.0, 502_400.0, 4_985_400.0))
+    with server() as base:
+        for key, asset in item["assets"].items():
+            asset["href"] = f"{base}/scenes/{key}.tif"
+        with pytest.raises(AssetAccessError, match=r"could not read scene|overall deadline"):
+            load_scene([item], aoi, stac_url="http://127.0.0.1:9/api", timeout_s=1.0)
