@@ -76,8 +76,9 @@ def test_a_catalog_feature_that_is_not_an_object_is_skipped(
     assert "skipped 3 malformed item(s)" in err and "No sentinel-2-l2a scenes" in out
 
 
-def test_an_unknown_epsg_gives_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path
-                                        ) -> None:
+def test_an_unknown_epsg_gives_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERRALENS_DATA_DIR", str(tmp_path / "data"))  # the job store
     item = {
         "type": "Feature", "stac_version": "1.0.0", "id": "S2X_bad_epsg",
         "collection": "sentinel-2-l2a", "links": [],
@@ -94,7 +95,10 @@ def test_an_unknown_epsg_gives_one_line(capsys: pytest.CaptureFixture[str], tmp_
         code = main(["geolocate", "--item", "S2X_bad_epsg", "--bbox", BBOX,
                      "--stac-url", state["base"], "--out", str(tmp_path)])
     assert code == 1
-    assert "EPSG:999999" in one_error_line(capsys.readouterr().err)
+    err = capsys.readouterr().err
+    progress = [line for line in err.splitlines() if line.startswith("[")]  # "[0/1] reading…"
+    assert "EPSG:999999" in one_error_line("\n".join(
+        line for line in err.splitlines() if line not in progress))
 
 
 def test_a_silent_catalog_ends_the_command_within_the_deadline(
