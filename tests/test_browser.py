@@ -402,7 +402,8 @@ def test_load_a_scene_run_and_cancel(page: Any, server: dict[str, Any]) -> None:
         cancel = page.get_by_test_id("stMain").get_by_role("button", name="Cancel")
         expect(cancel).to_be_visible()
         cancel.click()
-        expect(page.get_by_text(re.compile("Run cancelled after"))).to_be_visible()
+        main = page.get_by_test_id("stMain")
+        expect(main.get_by_text(re.compile("Run cancelled after"))).to_be_visible()
     assert {r.id for r in store.list_runs()} == before, "a cancelled run stores nothing"
 
 
