@@ -46,6 +46,9 @@ RAMPS: dict[str, tuple[tuple[float, str], ...]] = {
     ),
     # Probabilities / confidences 0..1: pale to deep blue.
     "confidence": ((0.0, "#f7fbff"), (0.5, "#6baed6"), (1.0, "#08306b")),
+    # Differences (generated − real), symmetric around 0: blue (below) – white – red (above).
+    "diverging": ((0.0, "#2166ac"), (0.25, "#92c5de"), (0.5, "#f7f7f7"), (0.75, "#f4a582"),
+                  (1.0, "#b2182b")),
 }
 
 #: Colour of the positive class of binary predictions ("[P] Water").

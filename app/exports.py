@@ -82,8 +82,43 @@ def run_readme(run: Run) -> str:
         "----------",
     ]
     lines += [f"{k}: {tag_text(v)}" for k, v in sorted(provenance.items())]
+    reality = props.get("terralens:reality")
+    if isinstance(reality, dict):
+        lines += ["", *reality_readme_lines(reality)]
     lines += ["", "GeoTIFFs are Cloud-Optimised (COG); each carries its provenance in its tags."]
     return "\n".join(lines) + "\n"
+
+
+def _number(value: object) -> str:
+    return "n/a" if not isinstance(value, int | float) else f"{value:.4g}"
+
+
+def reality_readme_lines(report: Mapping[str, object]) -> list[str]:
+    """The README section of a reality check: per layer its counterpart and metrics."""
+    lines = ["Reality check (generated [G] against real [R]; [D] = G - R)",
+             "-----------------------------------------------------------",
+             f"Catalog: {report.get('stac_url', '')}; Sentinel-1 window: "
+             f"+/-{report.get('s1_days', '')} days; checked {report.get('created', '')}"]
+    layers = report.get("layers")
+    for entry in layers if isinstance(layers, list) else []:
+        if entry.get("message"):
+            lines.append(f"{entry['layer']}: no comparison - {entry['message']}")
+            continue
+        counterpart = entry.get("counterpart") or {}
+        lines.append(f"{entry['layer']} vs {counterpart.get('collection', '')} "
+                     f"{' '.join(counterpart.get('items', []))} {counterpart.get('note', '')}")
+        for band, m in (entry.get("metrics") or {}).items():
+            if entry.get("kind") == "classes":
+                lines.append(f"    {band}: overall accuracy {_number(m.get('overall_accuracy'))}, "
+                             f"kappa {_number(m.get('kappa'))}, {m.get('pixels')} pixels")
+            else:
+                lines.append(
+                    f"    {band}: bias {_number(m.get('bias'))}, MAE {_number(m.get('mae'))}, "
+                    f"RMSE {_number(m.get('rmse'))}, r {_number(m.get('pearson_r'))}, "
+                    f"SSIM {_number(m.get('ssim'))}, within 1 std "
+                    f"{_number(m.get('within_1std'))}, {m.get('pixels')} pixels")
+    lines.append("Full metrics: reality_metrics.json / reality_metrics.csv.")
+    return lines
 
 
 def run_zip_bytes(run: Run) -> bytes:

@@ -45,8 +45,16 @@ from inference.modalities import MODALITY_INFO, Modality
 KIND_INPUT = "input"
 KIND_GENERATED = "generated"
 KIND_PREDICTION = "prediction"
-_KIND_ORDER = {KIND_INPUT: 0, KIND_GENERATED: 1, KIND_PREDICTION: 2}
-_PREFIX = {KIND_INPUT: "Input ", KIND_GENERATED: "[G] ", KIND_PREDICTION: "[P] "}
+#: A real measurement read for a reality check (``[R]``, :mod:`app.reality`).
+KIND_REALITY = "reality"
+#: Generated minus real (``[D]``; for class maps, where they agree).
+KIND_DIFFERENCE = "difference"
+_KIND_ORDER = {KIND_INPUT: 0, KIND_GENERATED: 1, KIND_PREDICTION: 2, KIND_REALITY: 3,
+               KIND_DIFFERENCE: 4}
+_PREFIX = {KIND_INPUT: "Input ", KIND_GENERATED: "[G] ", KIND_PREDICTION: "[P] ",
+           KIND_REALITY: "[R] ", KIND_DIFFERENCE: "[D] "}
+#: Class colours of a ``[D]`` agreement map (disagree, agree).
+AGREEMENT_COLOURS = ("#d7301f", "#1a9850")
 
 #: RGB composites of Sentinel-2 inputs: (label, red, green, blue).
 S2_COMPOSITES: tuple[tuple[str, tuple[str, str, str]], ...] = (
@@ -175,13 +183,17 @@ def _continuous_style(name: str, da: xr.DataArray, band: str, modality: Modality
     if modality is Modality.DEM:
         lo, hi = _auto_range(np.asarray(da.sel(band=band).values, dtype=np.float64), 10.0)
         return Style(StyleKind.CONTINUOUS, ramp="terrain", vmin=lo, vmax=hi, bands=(band,))
-    if modality is not None and modality in MODALITY_INFO:
+    uncalibrated = str(da.attrs.get("calibrated", "true")).lower() == "false"
+    if modality is not None and modality in MODALITY_INFO and not uncalibrated:
         info = MODALITY_INFO[modality]
         ramp = info.colormap if info.colormap != "rgb" else "gray"
         lo, hi = info.display_range
         return Style(StyleKind.CONTINUOUS, ramp=ramp, vmin=lo, vmax=hi, bands=(band,))
     values = np.asarray(da.sel(band=band).values, dtype=np.float64)
     finite = values[np.isfinite(values)]
+    if uncalibrated and finite.size:  # e.g. real GRD amplitude in dB: its own 2–98 % stretch
+        lo, hi = _auto_range(values, 1.0)
+        return Style(StyleKind.CONTINUOUS, ramp="gray", vmin=lo, vmax=hi, bands=(band,))
     if finite.size == 0 or (finite.min() >= 0.0 and finite.max() <= 1.0):
         # Probabilities, confidences, shares: the full 0..1 range.
         return Style(StyleKind.CONTINUOUS, ramp="confidence", vmin=0.0, vmax=1.0, bands=(band,))
@@ -228,6 +240,9 @@ def display_layers_for(layers: Mapping[str, xr.DataArray]) -> list[DisplayLayer]
         bands = _band_names(da)
         label = modality.value if modality is not None else _pretty(name)
         units = str(da.attrs.get("units", ""))
+        if kind == KIND_DIFFERENCE:
+            out.extend(_difference_layers(name, da, label, untrained))
+            continue
 
         def make(display: str, shown: tuple[str, ...], style: Style, layer_units: str,
                  title: str, *, source: str = name, kind: str = kind,
@@ -260,6 +275,32 @@ def display_layers_for(layers: Mapping[str, xr.DataArray]) -> list[DisplayLayer]
                                 _continuous_style(name, da, band, modality), units,
                                 f"{label} {band}" if multi else label))
     return sorted(out, key=lambda layer: _KIND_ORDER[layer.kind])
+
+
+def _difference_layers(name: str, da: xr.DataArray, label: str, untrained: bool
+                       ) -> list[DisplayLayer]:
+    """``[D]`` layers: G − R on a diverging ramp symmetric around 0, or an agreement map."""
+    base = str(da.attrs.get("compares") or label)
+    bands = _band_names(da)
+    if np.issubdtype(da.dtype, np.integer):
+        names = class_names(da) or ["disagree", "agree"]
+        classes = tuple(ClassEntry(i, n, AGREEMENT_COLOURS[i] if i < 2 else None)
+                        for i, n in enumerate(names))
+        style = Style(StyleKind.CLASSES, classes=classes, bands=bands[:1])
+        return [DisplayLayer(f"[D] {base} agreement", name, bands[:1], style,
+                             KIND_DIFFERENCE, False, "class", f"{base} agreement", untrained)]
+    out = []
+    units = str(da.attrs.get("units", ""))
+    for band in bands:
+        values = np.abs(np.asarray(da.sel(band=band).values, dtype=np.float64))
+        finite = values[np.isfinite(values)]
+        top = float(np.percentile(finite, 98)) if finite.size else 1.0
+        top = top if top > 0 else 1.0
+        style = Style(StyleKind.CONTINUOUS, ramp="diverging", vmin=-top, vmax=top, bands=(band,))
+        shown = f"{base}-{band}" if len(bands) > 1 else base
+        out.append(DisplayLayer(f"[D] {shown} G − R", name, (band,), style, KIND_DIFFERENCE,
+                                False, units, f"{shown} G − R", untrained))
+    return out
 
 
 # -- Rendering ------------------------------------------------------------------------------------

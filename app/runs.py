@@ -376,6 +376,7 @@ _FILE_MEDIA_TYPES = {
     "geojson": "application/geo+json",
     "gpkg": "application/geopackage+sqlite3",
     "csv": "text/csv",
+    "json": "application/json",
 }
 
 
@@ -700,6 +701,78 @@ class RunStore:
                                   "type": "application/geo+json",
                                   "title": f"Source scene {request.scene_id}"})
         return data
+
+    def update(
+        self,
+        run_id: str,
+        layers: Mapping[str, xr.DataArray],
+        *,
+        properties: Mapping[str, Any] | None = None,
+        files: Mapping[str, bytes] | None = None,
+        remove: Iterable[str] = (),
+    ) -> Run:
+        """Add layers, files and Item properties to a stored run (e.g. a reality check).
+
+        The request, and so the run id, stay the same. Each file is written under a temporary
+        name and renamed into place, then ``item.json`` is replaced atomically (with an
+        ``updated`` time); the run's outputs are never touched.
+
+        Args:
+            run_id: The run.
+            layers: New or replacing layers by name (raster contract).
+            properties: Item properties to set.
+            files: Other files by file name (as in :meth:`save`).
+            remove: Names of added layers to drop (their assets and COGs).
+
+        Raises:
+            RunStoreError: no such run, or the files cannot be written.
+            InvalidRequestError: a bad layer or file name, or a name that is an output of the
+                run itself.
+        """
+        run = self.open(run_id)
+        originals = {k for k, a in run.item.assets.items() if a.extra_fields.get(
+            "terralens:kind") in ("input", "generated", "prediction")}
+        for name in [*layers, *remove]:
+            if not isinstance(name, str) or not _LAYER_NAME.match(name) or \
+                    name.lower() in _RESERVED or name == INPUT_LAYER or name in originals:
+                raise InvalidRequestError(f"layer name {name!r} cannot be added to run {run_id!r}")
+        for file_name in files or {}:
+            stem, _, suffix = file_name.rpartition(".")
+            if not _LAYER_NAME.match(file_name) or suffix not in _FILE_MEDIA_TYPES or \
+                    stem.lower() in _RESERVED:
+                raise InvalidRequestError(f"run file name {file_name!r} is not allowed")
+        item = json.loads((run.path / ITEM_FILE).read_text(encoding="utf-8"))
+        tag = uuid.uuid4().hex[:8]
+        try:
+            for name, da in layers.items():
+                tmp = run.path / f"{TMP_PREFIX}{name}-{tag}.tif"
+                _fsync_file(write_cog(da, tmp))
+                os.replace(tmp, run.path / f"{name}.tif")
+                item["assets"][name] = _asset(name, da).to_dict()
+            for file_name, data in (files or {}).items():
+                tmp = run.path / f"{TMP_PREFIX}{file_name}-{tag}"
+                tmp.write_bytes(data)
+                _fsync_file(tmp)
+                os.replace(tmp, run.path / file_name)
+                item["assets"][file_name] = _file_asset(file_name)
+            item["properties"].update({str(k): jsonable(v) for k, v in
+                                       (properties or {}).items()})
+            item["properties"]["updated"] = dt.datetime.now(dt.UTC).isoformat()
+            for name in remove:
+                item["assets"].pop(name, None)
+            tmp_item = run.path / f"{TMP_PREFIX}{ITEM_FILE}-{tag}"
+            tmp_item.write_text(json.dumps(item, indent=1), encoding="utf-8")
+            _fsync_file(tmp_item)
+            os.replace(tmp_item, run.path / ITEM_FILE)
+            for name in remove:
+                (run.path / f"{name}.tif").unlink(missing_ok=True)
+            _fsync_dir(run.path)
+        except OSError as err:
+            for leftover in run.path.glob(f"{TMP_PREFIX}*-{tag}*"):
+                leftover.unlink(missing_ok=True)
+            raise RunStoreError(f"cannot update run {run_id!r} ({err}); check free disk space "
+                                "and permissions") from err
+        return self.open(run_id)
 
     def delete(self, run_id: str) -> None:
         """Remove a run (it disappears from listings at once, then its files are deleted).

@@ -36,7 +36,7 @@ ADDED_PREFIX = "added_"
 # -- Cached data -----------------------------------------------------------------------------------
 def run_cache_key(run: Any) -> str:
     """Identity of a stored run's content (a re-saved run gets a new key)."""
-    return f"{run.path}|{run.created.isoformat()}"
+    return f"{run.path}|{run.created.isoformat()}|{run.item.properties.get('updated', '')}"
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the run's layers …")
