@@ -73,3 +73,20 @@ def test_check_compares_ndvi_and_says_what_is_missing(tmp_path: Path) -> None:
     diff = saved.load_layer("D_NDVI").values
     assert np.nanmax(np.abs(diff)) < 1e-6
     assert "Reality check" in __import__("app.exports").exports.run_readme(saved)
+
+
+def test_cli_check_writes_the_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from app.cli import main
+
+    _, run = write_sample_run(tmp_path / "runs")
+    out = tmp_path / "metrics.json"
+    code = main(["check", str(run.path), "--stac-url", closed_port_url(), "--s1-days", "3",
+                 "--out", str(out)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    ndvi = next(e for e in data["layers"] if e["layer"] == "NDVI")
+    assert ndvi["metrics"]["NDVI"]["pearson_r"] == pytest.approx(1.0)
+    assert "NDVI NDVI" in capsys.readouterr().err
+    assert main(["check", str(tmp_path), "--out", str(out)]) == 2
