@@ -7,6 +7,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures.models",
     "tests.fixtures.tim_checkpoint",
     "tests.fixtures.s2_scenes",
+    "tests.fixtures.reference_data",
     "tests.fixtures.stac_api",
     "tests.fixtures.app_server",
 ]
