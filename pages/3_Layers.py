@@ -249,3 +249,9 @@ with add_tab:
             if c2.button("Remove", key=W.layer("remove", source)):
                 state.ADDED_LAYERS.set({k: v for k, v in added.items() if k != source})
                 st.rerun()
+
+# -- Reality check (app/ui/reality_view.py) --------------------------------------------------------
+from app.ui import reality_view  # noqa: E402  (kept inside this block)
+
+reality_view.render(run, settings)
+# -- end of the reality check ----------------------------------------------------------------------

@@ -153,6 +153,11 @@ class W:
     """Names of widget keys, one per widget that needs a stable identity."""
 
     SEARCH_MAP = "w_search_map"
+    REALITY_DAYS = "w_reality_days"
+    REALITY_RUN = "w_reality_run"
+    REALITY_LAYER = "w_reality_layer"
+    REALITY_JSON = "w_reality_json"
+    REALITY_CSV = "w_reality_csv"
     UPLOAD = "w_aoi_upload"
     PASTE = "w_aoi_paste"
     USE_UPLOAD = "w_use_upload"
