@@ -51,6 +51,22 @@ RAMPS: dict[str, tuple[tuple[float, str], ...]] = {
                   (1.0, "#b2182b")),
 }
 
+
+def _matplotlib_ramp(name: str, stops: int = 17) -> tuple[tuple[float, str], ...]:
+    """Stops sampled from one of matplotlib's colour maps (perceptually uniform ones are
+    colour-blind safe)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    cmap = colormaps[name]
+    return tuple((i / (stops - 1), to_hex(cmap(i / (stops - 1)))) for i in range(stops))
+
+
+#: Colour-blind-safe ramps an analyst can pick for any continuous layer (matplotlib's
+#: perceptually uniform maps, and a diverging one for signed values).
+CVD_SAFE_RAMPS: tuple[str, ...] = ("viridis", "cividis", "magma", "BrBG")
+RAMPS.update({name: _matplotlib_ramp(name) for name in CVD_SAFE_RAMPS})
+
 #: Colour of the positive class of binary predictions ("[P] Water").
 PREDICTION_COLOUR = "#1565ff"
 #: Colours of further prediction classes (multi-class fine-tuned heads), in class order from 1.
