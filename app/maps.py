@@ -26,6 +26,7 @@ from folium.elements import JSCSSMixin
 from folium.template import Template
 
 from app.aoi import geojson_geometry
+from app.map_tools import BASEMAPS, TOOL_FILES, Basemap, MapTools, OfflineBasemap
 from inference.errors import InvalidRequestError
 
 if TYPE_CHECKING:
@@ -48,19 +49,6 @@ GEOCODER_JS = "vendor/leaflet-control-geocoder/Control.Geocoder.js"
 GEOCODER_CSS = "vendor/leaflet-control-geocoder/Control.Geocoder.css"
 TERRALENS_CSS = "terralens.css"
 
-#: Base maps: name → (tile URL template, attribution). Tiles are images, not scripts: offline
-#: they simply do not load and the map still works.
-BASEMAPS: dict[str, tuple[str, str]] = {
-    "OpenStreetMap": (
-        "https://tile.openstreetmap.org/{z}/{x}/{y}.png",
-        '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors',
-    ),
-    "Esri World Imagery": (
-        "https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/"
-        "{z}/{y}/{x}",
-        "Tiles &copy; Esri, Maxar, Earthstar Geographics and the GIS User Community",
-    ),
-}
 #: View used when there is nothing to fit the map to: (lat, lon), zoom.
 DEFAULT_VIEW: tuple[tuple[float, float], int] = ((30.0, 10.0), 2)
 
@@ -100,7 +88,7 @@ def static_url_for(base_url_path: str = "") -> str:
 def vendored_urls(static_url: str = DEFAULT_STATIC_URL) -> dict[str, str]:
     """Every vendored script/stylesheet URL a map may reference, by local file (relative path)."""
     files = [LEAFLET_JS, LEAFLET_CSS, DRAW_JS, DRAW_CSS, SIDE_BY_SIDE_JS, *SIDE_BY_SIDE_CSS,
-             GEOCODER_JS, GEOCODER_CSS, TERRALENS_CSS]
+             GEOCODER_JS, GEOCODER_CSS, TERRALENS_CSS, *TOOL_FILES]
     return {f: f"{static_url.rstrip('/')}/{f}" for f in files}
 
 
@@ -155,6 +143,20 @@ class _SideBySide(JSCSSMixin, MacroElement):
         self._name = "TerraLensSideBySide"
         self.left = left
         self.right = right
+        urls = vendored_urls(static_url)
+        self.default_js = [("leaflet_side_by_side", urls[SIDE_BY_SIDE_JS])]
+        self.default_css = [(f"leaflet_side_by_side_{i}", urls[c])
+                            for i, c in enumerate(SIDE_BY_SIDE_CSS)]
+
+
+class _SideBySideScripts(JSCSSMixin, MacroElement):
+    """Loads leaflet-side-by-side for a comparison made later in a raster group."""
+
+    _template = Template("{% macro script(this, kwargs) %}{% endmacro %}")
+
+    def __init__(self, static_url: str) -> None:
+        super().__init__()
+        self._name = "TerraLensSideBySideScripts"
         urls = vendored_urls(static_url)
         self.default_js = [("leaflet_side_by_side", urls[SIDE_BY_SIDE_JS])]
         self.default_css = [(f"leaflet_side_by_side_{i}", urls[c])
@@ -271,9 +273,13 @@ def build_map(
     center: tuple[float, float] | None = None,
     zoom: int | None = None,
     basemap: str | None = "OpenStreetMap",
+    basemaps: Mapping[str, Basemap] | None = None,
     static_url: str = DEFAULT_STATIC_URL,
     height: str | int = "100%",
     collapsed_layer_control: bool = True,
+    layer_control: bool = True,
+    side_by_side: bool = False,
+    note: str | None = None,
     geocoder_url: str | None = None,
 ) -> folium.Map:
     """Build the TerraLens map (pure: no Streamlit, no network).
@@ -290,11 +296,18 @@ def build_map(
         center: ``(lat, lon)`` when there is nothing to fit the view to (or to force a view
             together with ``zoom``).
         zoom: Zoom level used with ``center``.
-        basemap: A key of :data:`BASEMAPS` (the others become switchable base layers) or
-            ``None`` for no base map.
+        basemap: A key of ``basemaps`` (the others become switchable base layers) or
+            ``None`` for no base map (the Layers page puts its basemap in the changing part,
+            :func:`app.map_rasters.raster_group`). The offline Natural Earth outline is
+            always drawn below it.
+        basemaps: The basemaps to offer (default :data:`app.map_tools.BASEMAPS`).
         static_url: Where the vendored assets are served (see :func:`static_url_for`).
         height: CSS height of the map.
         collapsed_layer_control: Fold the layer control into an icon (it opens on hover).
+        layer_control: Add Leaflet's layer control (off where the page has its own panel).
+        side_by_side: Load the swipe-comparison plugin (for a raster group that compares).
+        note: A text box on the map (bottom left); by default the synthetic-layer warning
+            when an overlay is synthetic.
         geocoder_url: Root URL of a Nominatim-compatible service (``.../search?q=...``) for a
             place search box on the map, queried by the browser; ``None`` for no box.
 
@@ -308,8 +321,9 @@ def build_map(
     """
     if geocoder_url is not None and urlparse(geocoder_url).scheme not in {"http", "https"}:
         raise InvalidRequestError(f"geocoder_url must be an http(s) URL, got {geocoder_url!r}")
-    if basemap is not None and basemap not in BASEMAPS:
-        raise InvalidRequestError(f"unknown basemap {basemap!r}; choose one of {list(BASEMAPS)}")
+    choices = dict(basemaps) if basemaps is not None else dict(BASEMAPS)
+    if basemap is not None and basemap not in choices:
+        raise InvalidRequestError(f"unknown basemap {basemap!r}; choose one of {list(choices)}")
     names = [layer.name for layer, _, _ in overlays]
     if len(set(names)) != len(names):
         raise InvalidRequestError(f"overlay names must be unique, got {names!r}")
@@ -340,16 +354,23 @@ def build_map(
 
     urls = vendored_urls(static_url)
     m = folium.Map(location=list(center), zoom_start=zoom if zoom is not None else DEFAULT_VIEW[1],
-                   tiles=None, control_scale=True, height=height)
+                   tiles=None, control_scale=True, height=height, max_zoom=22)
     # Per-instance, so folium's class-level CDN lists stay untouched for anyone else.
     m.default_js = [("leaflet", urls[LEAFLET_JS])]
     m.default_css = [("leaflet_css", urls[LEAFLET_CSS]), ("terralens_css", urls[TERRALENS_CSS])]
 
+    OfflineBasemap(static_url).add_to(m)
     if basemap is not None:
-        for name in [basemap, *(b for b in BASEMAPS if b != basemap)]:
-            url, attribution = BASEMAPS[name]
-            folium.TileLayer(url, attr=attribution, name=name, overlay=False, control=True,
-                             show=name == basemap, max_zoom=19).add_to(m)
+        for name in [basemap, *(b for b in choices if b != basemap)]:
+            base = choices[name]
+            if base.url is None:  # the offline outline is always there, below the basemap
+                continue
+            folium.TileLayer(base.url, attr=base.attribution, name=name, overlay=False,
+                             control=True, show=name == basemap, max_zoom=22,
+                             max_native_zoom=base.max_native_zoom, subdomains="abcd").add_to(m)
+    MapTools(static_url).add_to(m)
+    if side_by_side and compare is None:
+        _SideBySideScripts(static_url).add_to(m)
     if compare is not None:
         _Panes(COMPARE_PANES).add_to(m)
 
@@ -393,8 +414,10 @@ def build_map(
 
     if compare is not None:
         _SideBySide(image_layers[compare[0]], image_layers[compare[1]], static_url).add_to(m)
-    if any(layer.synthetic for layer, _, _ in overlays):
-        _MapNote(SYNTHETIC_MAP_NOTE).add_to(m)
+    if note is None and any(layer.synthetic for layer, _, _ in overlays):
+        note = SYNTHETIC_MAP_NOTE
+    if note:
+        _MapNote(note).add_to(m)
 
     if draw:
         control = folium.plugins.Draw(
@@ -417,7 +440,8 @@ def build_map(
     if geocoder_url is not None:
         _Geocoder(geocoder_url if geocoder_url.endswith("/") else f"{geocoder_url}/",
                   static_url).add_to(m)
-    if overlays or basemap is not None or aoi_geometry is not None or footprint_geoms:
+    if layer_control and (overlays or basemap is not None or aoi_geometry is not None
+                          or footprint_geoms):
         folium.LayerControl(position="topright", collapsed=collapsed_layer_control).add_to(m)
     if fit is not None and not forced_view:
         m.fit_bounds([[fit[1], fit[0]], [fit[3], fit[2]]])

@@ -23,6 +23,9 @@ Variables:
     TERRALENS_GEOCODER_URL: Nominatim-compatible place search used by the Search page map's
         search box, called from the analyst's browser (default: OpenStreetMap's Nominatim);
         ``off`` removes the box (air-gapped deployments).
+    TERRALENS_BASEMAP_URL: a site's own XYZ tile server (``https://tiles.example/{z}/{x}/{y}.png``),
+        offered first among the basemaps (default: none; imagery, OpenStreetMap, light and dark
+        tiles, and the offline Natural Earth outline that is always there).
     PC_SDK_SUBSCRIPTION_KEY / PC_SDK_SUBSCRIPTION_KEY_FILE: the Planetary Computer key (needed
         for Sentinel-1 RTC), given directly or as a file (a Docker secret).
 """
@@ -71,6 +74,7 @@ class Settings:
     max_window_km2: float = 400.0
     max_read_pixels: int = DEFAULT_MAX_READ_PIXELS
     allow_private_urls: bool = False
+    basemap_url: str | None = None
 
     @property
     def runs_dir(self) -> Path:
@@ -127,6 +131,17 @@ def _geocoder_url() -> str | None:
     return raw if raw.endswith("/") else f"{raw}/"
 
 
+def _basemap_url() -> str | None:
+    url = os.environ.get("TERRALENS_BASEMAP_URL", "").strip() or None
+    if url is not None and (urlparse(url).scheme not in {"http", "https"}
+                            or not all(f"{{{k}}}" in url for k in "zxy")):
+        raise InvalidRequestError(
+            "TERRALENS_BASEMAP_URL must be an http(s) tile URL with {z}, {x} and {y}, got "
+            f"{url!r}"
+        )
+    return url
+
+
 def _subscription_key() -> str | None:
     key = os.environ.get("PC_SDK_SUBSCRIPTION_KEY", "").strip()
     if key:
@@ -180,4 +195,5 @@ def load_settings() -> Settings:
         max_window_km2=max_window_km2,
         max_read_pixels=int(_float_env("TERRALENS_MAX_READ_PIXELS", DEFAULT_MAX_READ_PIXELS)),
         allow_private_urls=_flag_env("TERRALENS_ALLOW_PRIVATE_URLS"),
+        basemap_url=_basemap_url(),
     )

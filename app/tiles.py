@@ -45,8 +45,11 @@ log = logging.getLogger(__name__)
 TILE_PATH = "/tiles/{run_id}/{layer_id}/{z:int}/{x:int}/{y:int}.png"
 #: Tile size in pixels.
 TILE_SIZE = 256
-#: Zoom levels served beyond the one matching the data's resolution (pixels get bigger).
+#: Zoom levels served beyond rio-tiler's native zoom of a COG (whose pixels are at most as fine
+#: as the data's): tiles there show each 10 m pixel as a crisp block.
 OVERZOOM = 4
+#: Zoom levels above the native zoom that the map asks tiles for (Leaflet scales beyond).
+NATIVE_ZOOM_EXTRA = 2
 #: Largest zoom ever served.
 MAX_ZOOM = 22
 #: Bytes of rendered PNGs kept in memory (least recently used dropped first).
@@ -361,3 +364,31 @@ def tile_routes(service_for: Callable[[], TileService], base_url_path: str = "")
 
     base = base_url_path.strip("/")
     return [Route(f"/{base}{TILE_PATH}" if base else TILE_PATH, tile, methods=["GET"])]
+
+
+_NATIVE: OrderedDict[tuple[str, str], tuple[tuple[tuple[float, float], tuple[float, float]], int]]
+_NATIVE = OrderedDict()
+
+
+def layer_extent(run: Run, source: str) -> tuple[tuple[tuple[float, float], tuple[float, float]],
+                                                 int]:
+    """Where a run raster's tiles exist and how fine they get.
+
+    Returns:
+        ``(((south, west), (north, east)), native zoom)``: the raster's EPSG:4326 bounds and
+        the zoom whose pixels match its resolution (Leaflet's ``maxNativeZoom``).
+    """
+    from rio_tiler.io import Reader
+
+    key = (str(run.layer_path(source)), run.created.isoformat())
+    if key not in _NATIVE:
+        try:
+            with Reader(key[0]) as src:
+                west, south, east, north = src.get_geographic_bounds("EPSG:4326")
+                _NATIVE[key] = (((float(south), float(west)), (float(north), float(east))),
+                                int(src.maxzoom))
+        except RasterioError as err:
+            raise RunStoreError(f"cannot read {source} of run {run.id!r}: {err}") from err
+        while len(_NATIVE) > 256:
+            _NATIVE.popitem(last=False)
+    return _NATIVE[key]

@@ -1,5 +1,7 @@
-"""Layers page: the map workbench for one run — layers panel, legends, compare, inspector,
-statistics, downloads and added data. ``?run=<id>`` in the URL opens that run."""
+"""Layers page: the map workbench for one run. The map is the page: the layer list (one line per
+layer, opacity/stretch/order on demand), basemap, compare and pixel inspector beside it, the
+legends of the visible layers under it; statistics, downloads and added data below.
+``?run=<id>`` in the URL opens that run."""
 
 from __future__ import annotations
 
@@ -10,10 +12,15 @@ from streamlit_folium import st_folium
 
 from app import added_layers
 from app.aoi import AOI
+from app.charts import class_chart, histogram_chart
+from app.colors import StyleKind
 from app.exports import png_snapshot, polygons_bytes, run_zip_bytes, vector_classes
-from app.layers import layer_statistics
+from app.layer_names import layer_label, layer_tooltip, source_label
+from app.layers import DisplayLayer
 from app.legends import legend, legend_html
-from app.maps import build_map
+from app.map_rasters import raster_group
+from app.map_tools import basemap_choices
+from app.maps import SYNTHETIC_MAP_NOTE, build_map
 from app.rasters import layer_to_cog_bytes, read_layer, read_layer_window
 from app.runs import RunStore
 from app.ui import layers_view as view
@@ -55,108 +62,188 @@ source_of = {**layers, **added}
 key = view.run_cache_key(run)
 view.init_prefs(run.id, display)
 
-map_col, panel_col = st.columns([3, 1.4], gap="medium")
 
-# -- Layers panel ----------------------------------------------------------------------------------
-with panel_col:
-    st.subheader("Layers")
-    st.caption("Tick to show · slider = opacity · top of the list is drawn on top.")
+def cache_of(layer: DisplayLayer) -> str:
+    """Cache key of a layer's source: the run's, or the added raster's."""
+    return key if layer.source in layers else added_layers.added_cache_key(layer.source)
+
+
+def drawn(layer: DisplayLayer) -> DisplayLayer:
+    """The layer with the analyst's stretch and ramp."""
+    if layer.style.kind is StyleKind.CLASSES:
+        return layer
+    choice, low, high = stretch_prefs.get(layer.name, (view.STRETCHES[0], None, None))
+    stats = None
+    if choice in view.STRETCHES[1:3]:
+        stats = view.statistics(cache_of(layer), layer, source_of[layer.source])
+        if layer.style.kind is StyleKind.RGB:
+            stats = view.rgb_stats(stats)
+    custom = (low, high) if low is not None and high is not None else None
+    return view.styled(layer, stats, choice, custom, ramp_prefs.get(layer.name, view.LAYER_RAMP))
+
+
+# A click on the map arrives in the component's state before this run: mark it right away.
+returned = st.session_state.get(W.LAYERS_MAP) or {}
+clicked_point = returned.get("last_clicked") if isinstance(returned, dict) else None
+if clicked_point:
+    state.INSPECT_POINT.set((float(clicked_point["lat"]), float(clicked_point["lng"])))
+
+map_col, side_col = st.columns([3, 1.25], gap="small")
+
+# -- Layer list (one line per layer; opacity, stretch and order on demand) -------------------------
+with side_col:
+    st.markdown("**Layers** · the top of the list is drawn on top")
     visible = dict(state.LAYER_VISIBLE.get())
     opacity = dict(state.LAYER_OPACITY.get())
+    stretch_prefs = dict(state.LAYER_STRETCH.get())
+    ramp_prefs = dict(state.LAYER_RAMP.get())
     order = state.LAYER_ORDER.get()
     for position, name in enumerate(reversed(order)):
         layer = by_name[name]
-        row = st.container(border=True, key=view.row_key(name))
-        c_check, c_up, c_down = row.columns([6, 1, 1], vertical_alignment="center")
-        visible[name] = c_check.checkbox(name, value=visible.get(name, True),
-                                         key=W.layer("visible", name))
-        c_up.button("", icon=":material/arrow_upward:", key=W.layer("up", name),
-                    help=f"Move {name} up", disabled=position == 0, type="tertiary",
-                    on_click=view.move, args=(name, 1))
-        c_down.button("", icon=":material/arrow_downward:", key=W.layer("down", name),
-                      help=f"Move {name} down", disabled=position == len(order) - 1,
-                      type="tertiary", on_click=view.move, args=(name, -1))
-        if visible[name]:
-            opacity[name] = row.slider(f"Opacity of {name}", 0.0, 1.0,
-                                       float(opacity.get(name, 1.0)), 0.05,
-                                       key=W.layer("opacity", name), label_visibility="collapsed")
+        row = st.container(key=view.row_key(name))
+        c_check, c_more = row.columns([7, 1], vertical_alignment="center", gap="small")
+        visible[name] = c_check.checkbox(layer_label(layer), value=visible.get(name, False),
+                                         key=W.layer("visible", name),
+                                         help=layer_tooltip(layer))
+        with c_more.popover("", icon=":material/tune:",
+                            help=f"Opacity, stretch and order of {name}"):
+            opacity[name] = st.slider(f"Opacity of {name}", 0.0, 1.0,
+                                      float(opacity.get(name, 1.0)), 0.05,
+                                      key=W.layer("opacity", name))
+            b_up, b_down = st.columns(2)
+            b_up.button("Up", icon=":material/arrow_upward:", key=W.layer("up", name),
+                        disabled=position == 0, on_click=view.move, args=(name, 1))
+            b_down.button("Down", icon=":material/arrow_downward:", key=W.layer("down", name),
+                          disabled=position == len(order) - 1, on_click=view.move,
+                          args=(name, -1))
+            if layer.style.kind is not StyleKind.CLASSES:
+                saved = stretch_prefs.get(name, (view.STRETCHES[0], None, None))
+                choice = st.selectbox("Stretch", view.STRETCHES,
+                                      index=view.STRETCHES.index(saved[0]),
+                                      key=W.layer("stretch", name))
+                low, high = saved[1], saved[2]
+                if choice == "Custom":
+                    n_lo, n_hi = st.columns(2)
+                    low = n_lo.number_input("Low", value=float(
+                        layer.style.vmin if low is None else low), key=W.layer("low", name),
+                        format="%.4g")
+                    high = n_hi.number_input("High", value=float(
+                        layer.style.vmax if high is None else high), key=W.layer("high", name),
+                        format="%.4g")
+                stretch_prefs[name] = (choice, low, high)
+            if layer.style.kind is StyleKind.CONTINUOUS:
+                ramp_prefs[name] = st.selectbox(
+                    "Colours", view.RAMP_CHOICES,
+                    index=view.RAMP_CHOICES.index(ramp_prefs.get(name, view.LAYER_RAMP)),
+                    key=W.layer("ramp", name),
+                    help="viridis, cividis, magma and BrBG read for colour-blind viewers too.")
     state.LAYER_VISIBLE.set(visible)
     state.LAYER_OPACITY.set(opacity)
-    st.selectbox("Bring to top", [view.NO_CHOICE, *reversed(order)], key=W.BRING_TO_TOP,
-                 on_change=view.bring_chosen_to_top)
+    state.LAYER_STRETCH.set(stretch_prefs)
+    state.LAYER_RAMP.set(ramp_prefs)
+
+    choices = basemap_choices(settings.basemap_url)
+    names_b = list(choices)
+    saved_basemap = state.BASEMAP.get()
+    basemap = st.selectbox("Basemap", names_b,
+                           index=names_b.index(saved_basemap) if saved_basemap in names_b else 0,
+                           key=W.BASEMAP)
+    state.BASEMAP.set(basemap)
 
     compare = None
     if st.toggle("Compare two layers (swipe)", key=W.COMPARE):
         names = list(reversed(order))
-        left = st.selectbox("Left", names, index=len(names) - 1, key=W.COMPARE_LEFT)
-        right = st.selectbox("Right", names, index=0, key=W.COMPARE_RIGHT)
+        left_default, right_default = view.compare_defaults(order, visible)
+        left = st.selectbox("Left", names, index=names.index(left_default),
+                            key=W.COMPARE_LEFT)
+        right = st.selectbox("Right", names, index=names.index(right_default),
+                             key=W.COMPARE_RIGHT)
         if left == right:
             st.warning("Pick two different layers to compare.")
         else:
             compare = (left, right)
 
-    st.subheader("Legends")
-    for name in reversed(view.overlay_names(compare)):
-        st.html(legend_html(legend(by_name[name])))
+shown = view.overlay_names(compare)
+styled_layers = {name: drawn(by_name[name]) for name in shown}
 
-# -- The map ---------------------------------------------------------------------------------------
+# -- The map: fixed (AOI, tools, offline outline); layers change in place ------------------------
 with map_col:
-    overlays = []
-    with widgets.guard("Rendering the layers"):
-        for name in view.overlay_names(compare):
-            layer = by_name[name]
-            cache = key if layer.source in layers else added_layers.added_cache_key(layer.source)
-            overlays.append((layer, view.rendered(cache, layer, source_of[layer.source]),
-                             float(opacity.get(name, 1.0))))
+    tiles, images = [], []
+    with widgets.guard("Preparing the layers"):
+        for name in shown:
+            layer = styled_layers[name]
+            alpha = float(opacity.get(name, 1.0))
+            if layer.source in layers:
+                tiles.append(view.tile_overlay(run, layer, alpha, view.base_url_path()))
+            else:
+                images.append(view.image_layer(
+                    view.rendered(cache_of(layer), layer, source_of[layer.source]), name, alpha))
     with widgets.guard("Drawing the map"):
-        fmap = build_map(aoi=run.request.aoi, overlays=overlays, compare=compare,
-                         static_url=widgets.static_url())
-        clicked = st_folium(fmap, key=W.LAYERS_MAP, height=620, use_container_width=True,
-                            returned_objects=["last_clicked"])
-        point = (clicked or {}).get("last_clicked")
-        if point and (point["lat"], point["lng"]) != state.INSPECT_POINT.get():
+        fmap = build_map(aoi=run.request.aoi, basemap=None, layer_control=False,
+                         side_by_side=True, static_url=widgets.static_url(),
+                         note=SYNTHETIC_MAP_NOTE if run.synthetic else None)
+        group = raster_group(basemap=choices[basemap], tiles=tiles, images=images,
+                             marker=state.INSPECT_POINT.get(), compare=compare)
+        result = st_folium(fmap, key=W.LAYERS_MAP, height=560, use_container_width=True,
+                           returned_objects=["last_clicked"], feature_group_to_add=group)
+        point = (result or {}).get("last_clicked")
+        if point and (float(point["lat"]), float(point["lng"])) != state.INSPECT_POINT.get():
             state.INSPECT_POINT.set((float(point["lat"]), float(point["lng"])))
-    st.caption(f"{len(overlays)} layer(s) on the map. Click the map to inspect a pixel.")
+            st.rerun()
+    # Legends of the visible layers, side by side under the map (top layer first).
+    legend_layers = [styled_layers[n] for n in reversed(shown)]
+    if legend_layers:
+        for column, layer in zip(st.columns(min(4, len(legend_layers))), legend_layers[:4],
+                                 strict=False):
+            column.html(legend_html(legend(layer)))
+        if len(legend_layers) > 4:
+            st.caption(f"{len(legend_layers) - 4} more visible layer(s): hide some to see "
+                       "their legends.")
+    else:
+        st.caption("No layer is visible: tick one in the list.")
 
-# -- Inspector, statistics, downloads, added data --------------------------------------------------
-inspect_tab, stats_tab, download_tab, add_tab = st.tabs(
-    ["Pixel inspector", "Statistics", "Downloads", "Add data"]
-)
-with inspect_tab:
+# -- Pixel inspector, beside the map ---------------------------------------------------------------
+with side_col:
     point = state.INSPECT_POINT.get()
+    st.markdown("**Pixel inspector**")
     if point is None:
-        st.info("Click the map to see the value of every layer at that point.")
+        st.caption("Click the map to see the value of every visible layer there.")
     else:
         lat, lon = point
-        st.markdown(f"**Point** {lat:.5f}, {lon:.5f} (lat, lon)")
+        st.caption(f"{lat:.5f}, {lon:.5f} (lat, lon) · marked on the map")
         with widgets.guard("Inspecting the pixel"):
-            st.dataframe(view.inspector_frame(view.inspect(layers, added, lon, lat)),
-                         hide_index=True, width="stretch")
+            values = view.visible_values(view.inspect(layers, added, lon, lat),
+                                         [by_name[n] for n in shown])
+            st.dataframe(view.inspector_frame(values), hide_index=True, width="stretch")
 
+# -- Inspector, statistics, downloads, added data --------------------------------------------------
+stats_tab, download_tab, add_tab = st.tabs(["Statistics", "Downloads", "Add data"])
 with stats_tab:
-    names = [n for n in reversed(order) if by_name[n].style.kind.value != "rgb"]
+    names = [n for n in reversed(order) if by_name[n].style.kind is not StyleKind.RGB]
     if names:
-        chosen = st.selectbox("Layer", names, key=W.STATS_LAYER)
+        chosen = st.selectbox("Layer", names, key=W.STATS_LAYER,
+                              format_func=lambda n: layer_label(by_name[n]))
         layer = by_name[chosen]
         if layer.synthetic:
             st.caption("Statistics of generated (synthetic) values, not of measurements.")
         with widgets.guard("Computing statistics"):
-            stats = layer_statistics(source_of[layer.source], layer)
+            stats = view.statistics(cache_of(layer), layer, source_of[layer.source])
             if stats["kind"] == "classes":
                 st.markdown(f"Valid area **{stats['total_km2']:.3f} km²**")
-                st.dataframe(view.class_table(stats), hide_index=True, width="stretch")
+                t_col, c_col = st.columns([1, 1.3])
+                t_col.dataframe(view.class_table(stats), hide_index=True, width="stretch")
+                c_col.altair_chart(class_chart(stats), width="stretch")
             else:
                 st.markdown(view.summary_line(stats))
-                st.bar_chart(view.histogram_frame(stats), x="value", y="pixels",
-                             x_label=f"{layer.title} ({layer.units or 'unitless'})",
-                             y_label="pixels")
+                st.altair_chart(histogram_chart(
+                    stats, f"{layer.title} ({layer.units or 'unitless'})"), width="stretch")
 
 with download_tab:
     st.caption("GeoTIFFs are Cloud-Optimized, in the scene's CRS, with units, nodata and "
                "provenance tags.")
     for source, da in source_of.items():
         st.download_button(
-            f"GeoTIFF: {source}", data=partial(layer_to_cog_bytes, da),
+            f"GeoTIFF: {source_label(source, da)}", data=partial(layer_to_cog_bytes, da),
             file_name=f"{run.id}_{source}.tif", mime="image/tiff", on_click="ignore",
             key=W.layer("download", source), icon=":material/download:",
         )
@@ -165,12 +252,14 @@ with download_tab:
             continue
         v1, v2 = st.columns(2)
         v1.download_button(
-            f"Polygons (GeoJSON): {source}", data=partial(polygons_bytes, da, "geojson"),
+            f"Polygons (GeoJSON): {source_label(source, da)}",
+            data=partial(polygons_bytes, da, "geojson"),
             file_name=f"{run.id}_{source}.geojson", mime="application/geo+json",
             on_click="ignore", key=W.layer("geojson", source), icon=":material/polyline:",
         )
         v2.download_button(
-            f"Polygons (GeoPackage): {source}", data=partial(polygons_bytes, da, "gpkg"),
+            f"Polygons (GeoPackage): {source_label(source, da)}",
+            data=partial(polygons_bytes, da, "gpkg"),
             file_name=f"{run.id}_{source}.gpkg", mime="application/geopackage+sqlite3",
             on_click="ignore", key=W.layer("gpkg", source), icon=":material/polyline:",
         )
@@ -181,7 +270,7 @@ with download_tab:
     shown = view.overlay_names(compare)
     if shown:
         snap = st.selectbox("PNG snapshot of", list(reversed(shown)), key=W.SNAPSHOT_LAYER)
-        snap_layer = by_name[snap]
+        snap_layer = drawn(by_name[snap])
         snap_cache = key if snap_layer.source in layers else added_layers.added_cache_key(
             snap_layer.source)
         st.download_button(

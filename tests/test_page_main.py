@@ -50,4 +50,4 @@ def test_a_shared_run_link_opens_the_run(app_run: Any) -> None:
     assert at.session_state["run_id"] == app_run.id
     at.switch_page(str(PAGES / "3_Layers.py")).run()
     assert not at.exception and not at.error
-    assert any(c.label == "[G] LULC" for c in at.checkbox)
+    assert any(c.label.endswith(" · [G] LULC") for c in at.checkbox)

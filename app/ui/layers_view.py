@@ -1,8 +1,11 @@
-"""What the Layers page needs besides widgets: cached layers and renderings, the layer panel's
-preferences (visibility, opacity, order), inspector and statistics tables, added layers.
+"""What the Layers page needs besides widgets: cached layers, the layer panel's preferences
+(visibility, opacity, order, stretch, ramp), the map's changing layers (tile URLs of
+:mod:`app.tiles`), inspector and statistics tables, added layers.
 
-Loaded rasters and rendered PNGs are cached per process (``st.cache_resource``) by the run's
-folder and creation time, so reruns (a toggle, a click) do not re-read or re-render anything.
+Run layers reach the map as tiles served on the app's own port; only layers the analyst added
+(not in the run store) are rendered to PNGs here. Loaded rasters, statistics and those PNGs are
+cached per process (``st.cache_resource``) by the run's folder and creation time, so reruns (a
+toggle, a click) re-read and re-render nothing.
 """
 
 from __future__ import annotations
@@ -13,18 +16,23 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 import xarray as xr
 
-from app.layers import DisplayLayer, RenderedLayer, display_layers_for, render_png
+from app.colors import CVD_SAFE_RAMPS, Style, StyleKind
+from app.layers import DisplayLayer, RenderedLayer, display_layers_for, layer_statistics, render_png
+from app.map_rasters import ImageLayer, TileOverlay
+from app.tiles import NATIVE_ZOOM_EXTRA, layer_extent, tile_url_template
 from app.ui import state
 
 #: Opacity of a layer the first time a run is shown (inputs opaque, outputs see-through).
 DEFAULT_OPACITY = {"input": 1.0, "generated": 0.85, "prediction": 0.7}
-#: Layers hidden the first time a run is shown.
-HIDDEN_BY_DEFAULT = ("Input false colour",)
+#: Stretches a continuous layer can be drawn with (the first is its colour table's range).
+STRETCHES = ("Colour table range", "2–98 %", "Min–max", "Custom")
+#: Ramps offered for continuous layers: the layer's own, then colour-blind-safe ones.
+LAYER_RAMP = "Layer default"
+RAMP_CHOICES = (LAYER_RAMP, *CVD_SAFE_RAMPS, "gray")
 #: Longest side of the map PNGs.
 MAP_MAX_SIZE = 1536
 #: The empty entry of a select box.
@@ -60,21 +68,47 @@ def rendered(cache_key: str, layer: DisplayLayer, da: xr.DataArray) -> RenderedL
     return _rendered(cache_key, layer.name, da, layer)
 
 
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _statistics(cache_key: str, layer_name: str, _da: xr.DataArray,
+                _layer: DisplayLayer) -> dict[str, Any]:
+    return layer_statistics(_da, _layer)
+
+
+def statistics(cache_key: str, layer: DisplayLayer, da: xr.DataArray) -> dict[str, Any]:
+    """:func:`app.layers.layer_statistics` of ``layer``, computed once per ``cache_key``."""
+    return _statistics(cache_key, layer.name, da, layer)
+
+
 # -- Layer panel preferences -----------------------------------------------------------------------
+def newest_output(layers: Sequence[DisplayLayer]) -> str | None:
+    """The layer shown when a run is first opened: the last output (else the first layer)."""
+    outputs = [layer.name for layer in layers if layer.kind != "input"]
+    if outputs:
+        return outputs[-1]
+    return layers[0].name if layers else None
+
+
 def init_prefs(run_id: str, layers: Sequence[DisplayLayer]) -> None:
-    """Set visibility/opacity/order for a newly opened run; append layers added since."""
+    """Set visibility/opacity/order for a newly opened run (only its newest output visible);
+    append layers added since (added layers start visible, on top)."""
     if state.LAYERS_RUN_ID.get() != run_id:
         state.LAYERS_RUN_ID.set(run_id)
         state.LAYER_VISIBLE.set({})
         state.LAYER_OPACITY.set({})
         state.LAYER_ORDER.set([])
+        state.LAYER_STRETCH.set({})
+        state.LAYER_RAMP.set({})
+        state.INSPECT_POINT.clear()
     visible = dict(state.LAYER_VISIBLE.get())
     opacity = dict(state.LAYER_OPACITY.get())
     names = [layer.name for layer in layers]
     order = [n for n in state.LAYER_ORDER.get() if n in names]
+    first_open = not visible
+    newest = newest_output(layers)
     for layer in layers:
         if layer.name not in visible:
-            visible[layer.name] = layer.name not in HIDDEN_BY_DEFAULT
+            added = layer.source.startswith(ADDED_PREFIX)
+            visible[layer.name] = (layer.name == newest or added) if first_open else True
             opacity[layer.name] = DEFAULT_OPACITY.get(layer.kind, 0.85)
         if layer.name not in order:
             order.append(layer.name)
@@ -112,6 +146,17 @@ def bring_chosen_to_top() -> None:
     if chosen and chosen != NO_CHOICE:
         bring_to_top(chosen)
     st.session_state[state.W.BRING_TO_TOP] = NO_CHOICE
+
+
+def compare_defaults(order: Sequence[str], visible: Mapping[str, bool]) -> tuple[str, str]:
+    """Left and right of a new comparison: the two top visible layers (filled up with the
+    next layers from the top when fewer are visible)."""
+    top_first = list(reversed(order))
+    picks = [n for n in top_first if visible.get(n)][:2]
+    picks += [n for n in top_first if n not in picks][: 2 - len(picks)]
+    if len(picks) < 2:
+        picks = (picks * 2)[:2]
+    return picks[1], picks[0]
 
 
 def overlay_names(compare: tuple[str, str] | None = None) -> list[str]:
@@ -156,6 +201,36 @@ def inspect(run_layers_: Mapping[str, xr.DataArray], added: Mapping[str, xr.Data
     return values
 
 
+def visible_values(values: Mapping[str, tuple[float | str | None, str]],
+                   shown: Sequence[DisplayLayer]) -> dict[str, tuple[float | str | None, str]]:
+    """The inspector's values of the layers on the map, top first, named for analysts.
+
+    A class map brings its probability (``[G] LULC probability``), an RGB composite its three
+    bands (``Input B04``...).
+    """
+    from app.layer_names import analyst_name
+
+    out: dict[str, tuple[float | str | None, str]] = {}
+    for layer in reversed(list(shown)):
+        base, _, extra = layer.name.partition(" · ")
+        suffix = f" · {extra}" if extra else ""
+        if layer.style.kind is StyleKind.RGB:
+            prefix = base.split(" ")[0]  # "Input"
+            keys = [f"{prefix} {band}{suffix}" for band in layer.bands]
+        else:
+            keys = [layer.name, f"{base} probability{suffix}"]
+        for k in keys:
+            if k in values:
+                label = f"{analyst_name(layer)} · {k}" if k == layer.name else k
+                out[label] = values[k]
+    return out
+
+
+def base_url_path() -> str:
+    """Streamlit's ``server.baseUrlPath`` (tile URLs start with it)."""
+    return str(st.get_option("server.baseUrlPath") or "")
+
+
 def class_table(stats: Mapping[str, Any]) -> pd.DataFrame:
     """LULC / prediction class areas: class, km², % of valid pixels (classes present only)."""
     rows = [c for c in stats.get("classes", []) if c["pixels"] > 0]
@@ -164,18 +239,6 @@ def class_table(stats: Mapping[str, Any]) -> pd.DataFrame:
         "Area km²": [round(c["area_km2"], 4) for c in rows],
         "% of AOI": [round(c["percent"], 2) for c in rows],
     })
-
-
-def histogram_frame(stats: Mapping[str, Any]) -> pd.DataFrame:
-    """A continuous layer's histogram as (bin centre, pixel count), for ``st.bar_chart``."""
-    edges = np.asarray(stats.get("bin_edges", []), dtype=float)
-    counts = stats.get("counts", [])
-    if edges.size < 2:
-        return pd.DataFrame({"value": [], "pixels": []})
-    centres = (edges[:-1] + edges[1:]) / 2
-    span = float(edges[-1] - edges[0])
-    digits = 0 if span >= 100 else (1 if span >= 10 else 3)
-    return pd.DataFrame({"value": [f"{c:.{digits}f}" for c in centres], "pixels": counts})
 
 
 def summary_line(stats: Mapping[str, Any]) -> str:
@@ -199,3 +262,59 @@ def all_display_layers(run_layers_: Mapping[str, xr.DataArray],
         out.extend(replace(layer, name=f"{layer.name} · {label}")
                    for layer in display_layers_for({source: da}))
     return out
+
+
+# -- Stretch and colours ---------------------------------------------------------------------------
+def styled(layer: DisplayLayer, stats: Mapping[str, Any] | None, stretch: str,
+           custom: tuple[float, float] | None = None, ramp: str = LAYER_RAMP) -> DisplayLayer:
+    """``layer`` drawn with a chosen stretch and ramp (class maps are returned unchanged).
+
+    Args:
+        layer: A display layer.
+        stats: Its :func:`statistics` (for the percentile and min–max stretches).
+        stretch: One of :data:`STRETCHES`.
+        custom: ``(low, high)`` for the ``"Custom"`` stretch.
+        ramp: One of :data:`RAMP_CHOICES` (continuous layers).
+    """
+    style = layer.style
+    if style.kind is StyleKind.CLASSES:
+        return layer
+    lo, hi = style.vmin, style.vmax
+    if stretch == "2–98 %" and stats and stats.get("p2") is not None:
+        lo, hi = float(stats["p2"]), float(stats["p98"])
+    elif stretch == "Min–max" and stats and stats.get("min") is not None:
+        lo, hi = float(stats["min"]), float(stats["max"])
+    elif stretch == "Custom" and custom is not None:
+        lo, hi = float(custom[0]), float(custom[1])
+    if not hi > lo:
+        hi = lo + max(abs(lo) * 1e-3, 1e-6)
+    new_ramp = style.ramp
+    if style.kind is StyleKind.CONTINUOUS and ramp != LAYER_RAMP:
+        new_ramp = ramp
+    return replace(layer, style=Style(style.kind, ramp=new_ramp, vmin=lo, vmax=hi,
+                                      classes=style.classes, bands=style.bands))
+
+
+def rgb_stats(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """Percentile-free stats of an RGB composite as one range over its bands."""
+    bands = stats.get("bands", {})
+    mins = [b["min"] for b in bands.values() if b.get("min") is not None]
+    maxs = [b["max"] for b in bands.values() if b.get("max") is not None]
+    return {"min": min(mins), "max": max(maxs)} if mins and maxs else {}
+
+
+# -- The map's changing layers ---------------------------------------------------------------------
+def tile_overlay(run: Any, layer: DisplayLayer, opacity: float,
+                 base_url_path: str = "") -> TileOverlay:
+    """A run layer as a tile layer of :mod:`app.tiles` (drawn with ``layer``'s style)."""
+    bounds, zoom = layer_extent(run, layer.source)
+    return TileOverlay(name=layer.name, opacity=float(opacity), bounds=bounds,
+                       max_native_zoom=zoom + NATIVE_ZOOM_EXTRA,
+                       url=tile_url_template(run, layer, base_url_path=base_url_path,
+                                             style=layer.style))
+
+
+def image_layer(rendered_: RenderedLayer, name: str, opacity: float) -> ImageLayer:
+    """An added layer's PNG as an inline image layer."""
+    return ImageLayer(name=name, data_url=rendered_.data_url, opacity=float(opacity),
+                      bounds=rendered_.bounds)

@@ -126,6 +126,11 @@ TOASTED_JOBS: Key[set[int]] = Key("toasted_jobs", set, "ended job ids already an
 LAYER_VISIBLE: Key[dict[str, bool]] = Key("layer_visible", dict, "layer name -> shown on map")
 LAYER_OPACITY: Key[dict[str, float]] = Key("layer_opacity", dict, "layer name -> opacity 0..1")
 LAYER_ORDER: Key[list[str]] = Key("layer_order", list, "layer names, bottom to top")
+LAYER_STRETCH: Key[dict[str, tuple[str, float | None, float | None]]] = Key(
+    "layer_stretch", dict, "layer name -> (stretch choice, custom low, custom high)"
+)
+LAYER_RAMP: Key[dict[str, str]] = Key("layer_ramp", dict, "layer name -> colour ramp choice")
+BASEMAP: Key[str | None] = Key("basemap", _none, "basemap chosen on the Layers page")
 LAYERS_RUN_ID: Key[str | None] = Key(
     "layers_run_id", _none, "run whose layer preferences are in LAYER_* (reset on change)"
 )
@@ -186,6 +191,7 @@ class W:
     CANCEL = "w_cancel"
     RUN_AGAIN = "w_run_again"
     LAYERS_MAP = "w_layers_map"
+    BASEMAP = "w_basemap"
     COMPARE = "w_compare"
     COMPARE_LEFT = "w_compare_left"
     COMPARE_RIGHT = "w_compare_right"

@@ -13,6 +13,13 @@ SIDE_BY_SIDE_VERSION=2.2.0
 # 3.x: its Nominatim geocoder rejects on network errors (2.x answers "nothing found"), which
 # lets the map tell "offline" from "no such place". 3.x supports Leaflet ^1.6.0.
 GEOCODER_VERSION=3.3.1
+FULLSCREEN_VERSION=5.3.3
+MEASURE_VERSION=3.1.0
+MOUSE_POSITION_VERSION=1.2.0
+# Natural Earth land and country borders as TopoJSON (the offline fallback basemap), and the
+# client that turns TopoJSON into GeoJSON in the browser.
+WORLD_ATLAS_VERSION=2.0.2
+TOPOJSON_CLIENT_VERSION=3.1.0
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 WORK="$(mktemp -d)"
@@ -23,8 +30,14 @@ npm pack --silent \
     "leaflet@${LEAFLET_VERSION}" \
     "leaflet-draw@${LEAFLET_DRAW_VERSION}" \
     "leaflet-side-by-side@${SIDE_BY_SIDE_VERSION}" \
-    "leaflet-control-geocoder@${GEOCODER_VERSION}" >/dev/null
-for pkg in leaflet leaflet-draw leaflet-side-by-side leaflet-control-geocoder; do
+    "leaflet-control-geocoder@${GEOCODER_VERSION}" \
+    "leaflet.fullscreen@${FULLSCREEN_VERSION}" \
+    "leaflet-measure@${MEASURE_VERSION}" \
+    "leaflet-mouse-position@${MOUSE_POSITION_VERSION}" \
+    "world-atlas@${WORLD_ATLAS_VERSION}" \
+    "topojson-client@${TOPOJSON_CLIENT_VERSION}" >/dev/null
+for pkg in leaflet leaflet-draw leaflet-side-by-side leaflet-control-geocoder leaflet.fullscreen \
+           leaflet-measure leaflet-mouse-position world-atlas topojson-client; do
     mkdir -p "$pkg"
     tar -xzf "$pkg"-[0-9]*.tgz -C "$pkg" --strip-components=1
 done
@@ -93,10 +106,49 @@ cp leaflet-control-geocoder/dist/Control.Geocoder.js leaflet-control-geocoder/di
    "$dst/"
 cp leaflet-control-geocoder/LICENSE "$dst/LICENSE"
 
+# --- leaflet.fullscreen: the UMD build (sets L.Control.FullScreen for a plain <script> tag);
+# its icons are inline SVG data: URLs.
+dst="$HERE/leaflet-fullscreen"
+rm -rf "$dst" && mkdir -p "$dst"
+cp leaflet.fullscreen/dist/Control.FullScreen.umd.js leaflet.fullscreen/dist/Control.FullScreen.css \
+   "$dst/"
+cp leaflet.fullscreen/LICENSE.md "$dst/LICENSE"
+
+# --- leaflet-measure: distance and area measurement (English build) and its icons.
+dst="$HERE/leaflet-measure"
+rm -rf "$dst" && mkdir -p "$dst/assets"
+cp leaflet-measure/dist/leaflet-measure.js leaflet-measure/dist/leaflet-measure.css "$dst/"
+cp leaflet-measure/dist/assets/*.png "$dst/assets/"
+cp leaflet-measure/LICENSE "$dst/LICENSE"
+
+# --- Leaflet.MousePosition: the cursor's coordinates in a corner of the map.
+dst="$HERE/leaflet-mouse-position"
+rm -rf "$dst" && mkdir -p "$dst"
+cp leaflet-mouse-position/src/L.Control.MousePosition.js \
+   leaflet-mouse-position/src/L.Control.MousePosition.css "$dst/"
+cp leaflet-mouse-position/MIT-LICENCE.txt "$dst/LICENSE"
+
+# --- world-atlas: Natural Earth 1:50m countries (land = their union, borders = shared arcs).
+dst="$HERE/world-atlas"
+rm -rf "$dst" && mkdir -p "$dst"
+cp world-atlas/countries-50m.json "$dst/"
+cp world-atlas/LICENSE "$dst/LICENSE"
+
+# --- topojson-client: TopoJSON → GeoJSON in the browser (sets the global `topojson`).
+dst="$HERE/topojson-client"
+rm -rf "$dst" && mkdir -p "$dst"
+cp topojson-client/dist/topojson-client.min.js "$dst/"
+cp topojson-client/LICENSE "$dst/LICENSE"
+
 cat > "$HERE/VERSIONS.txt" <<VERSIONS_TEXT
 leaflet ${LEAFLET_VERSION}
 leaflet-draw ${LEAFLET_DRAW_VERSION}
 leaflet-side-by-side ${SIDE_BY_SIDE_VERSION}
 leaflet-control-geocoder ${GEOCODER_VERSION}
+leaflet.fullscreen ${FULLSCREEN_VERSION}
+leaflet-measure ${MEASURE_VERSION}
+leaflet-mouse-position ${MOUSE_POSITION_VERSION}
+world-atlas ${WORLD_ATLAS_VERSION}
+topojson-client ${TOPOJSON_CLIENT_VERSION}
 VERSIONS_TEXT
 echo "vendored: $(tr '\n' ' ' < "$HERE/VERSIONS.txt")"
