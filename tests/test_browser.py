@@ -26,9 +26,11 @@ import numpy as np
 import pytest
 import rasterio
 
+from app.layer_names import layer_label
 from app.layers import display_layers_for
 from app.maps import GEOCODER_NOTHING_FOUND, GEOCODER_PLACEHOLDER, GEOCODER_UNAVAILABLE
-from app.ui.layers_view import row_key
+from app.tiles import NATIVE_ZOOM_EXTRA, layer_extent, layer_id
+from app.ui.layers_view import newest_output, row_key
 from tests.fixtures.app_server import ARTIFACTS, REPO, run_streamlit
 from tests.fixtures.s2_scenes import SCENE_SPECS, SceneSet, _lonlat_polygon, tile_box
 
@@ -310,44 +312,123 @@ def test_place_search_says_when_the_service_cannot_be_reached(page: Any,
         page.wait_for_function(_MAP_ZOOM_AT_LEAST, arg=12)
 
 
-def test_layers_toggle_opacity_and_download(page: Any, server: dict[str, Any],
-                                            tmp_path: Path) -> None:
+#: JS: the Layers map's view ``[lat, lng, zoom]`` (``null`` before Leaflet made the map).
+_VIEW = """() => {
+    const frame = document.querySelector('iframe[title="streamlit_folium.st_folium"]');
+    const map = frame && frame.contentWindow && frame.contentWindow.map_div;
+    if (!map || !map.getCenter) return null;
+    const c = map.getCenter();
+    return [c.lat, c.lng, map.getZoom()];
+}"""
+
+#: JS: the raster layers on the map, bottom to top: ``[[tile URL template, opacity], ...]``.
+_RASTERS = """() => {
+    const frame = document.querySelector('iframe[title="streamlit_folium.st_folium"]');
+    const win = frame && frame.contentWindow;
+    if (!win || !win.terralensRasters || !win.map_div) return null;
+    return Object.values(win.terralensRasters)
+        .filter((layer) => win.map_div.hasLayer(layer))
+        .sort((a, b) => a.options.zIndex - b.options.zIndex)
+        .map((layer) => [layer._url || "", layer.options.opacity]);
+}"""
+
+
+#: JS: set the map's zoom to ``arg``.
+_SET_ZOOM = """(zoom) => document.querySelector('iframe[title="streamlit_folium.st_folium"]')
+    .contentWindow.map_div.setZoom(zoom)"""
+
+#: JS: a loaded tile of layer ``arg[0]`` at zoom ``arg[1]`` is on the map.
+_TILE_AT = """([layer, zoom]) => [...document
+    .querySelector('iframe[title="streamlit_folium.st_folium"]').contentWindow.document
+    .querySelectorAll('.leaflet-terralensRasters-pane img.leaflet-tile-loaded')]
+    .some((img) => img.src.includes('/' + layer + '/' + zoom + '/'))"""
+
+
+class _TileLog:
+    """Tile requests seen by the page: ``(z, layer id, status, content type)``."""
+
+    def __init__(self, page: Any) -> None:
+        self.seen: list[tuple[int, str, int, str]] = []
+        page.on("response", self._on_response)
+
+    def _on_response(self, response: Any) -> None:
+        match = re.search(r"/tiles/[^/]+/([^/]+)/(\d+)/\d+/\d+\.png", response.url)
+        if match:
+            self.seen.append((int(match.group(2)), match.group(1), response.status,
+                              response.headers.get("content-type", "")))
+
+    def zooms(self, layer: str) -> set[int]:
+        return {z for z, name, _, _ in self.seen if name == layer}
+
+
+def _same_view(a: list[float], b: list[float]) -> bool:
+    return a[2] == b[2] and abs(a[0] - b[0]) < 1e-6 and abs(a[1] - b[1]) < 1e-6
+
+
+def test_layers_tiles_toggle_opacity_keep_the_view(page: Any, server: dict[str, Any],
+                                                   tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     run = server["run"]
+    layers = display_layers_for(run.load_layers())
+    newest = newest_output(layers)
+    lulc = next(x for x in layers if x.name == "[G] LULC")
+    tiles = _TileLog(page)
     with screenshots(page, "layers"):
-        # (d) A shared link opens the stored run with its overlays.
+        # A shared link opens the stored run: its newest output arrives as PNG tiles.
         page.goto(f"{server['url']}/layers?run={run.id}")
-        overlays = _map(page).locator(".leaflet-image-layer")
-        names = [layer.name for layer in display_layers_for(run.load_layers())]
-        n_layers = len(names)
-        assert {"[P] Water", "[G] LULC"} <= set(names)  # prediction and its [G] thought layer
-        for name in names:
-            expect(page.get_by_test_id("stCheckbox").filter(has_text=name).first).to_be_visible()
-        expect(overlays).to_have_count(n_layers - 1)  # false colour starts hidden
+        for layer in layers:
+            expect(page.get_by_test_id("stCheckbox").filter(
+                has_text=layer_label(layer)).first).to_be_visible()
+        loaded = _map(page).locator(".leaflet-terralensRasters-pane img.leaflet-tile-loaded")
+        expect(loaded).not_to_have_count(0)
+        page.wait_for_function(_VIEW)
+        assert page.evaluate(_RASTERS) and len(page.evaluate(_RASTERS)) == 1
+        assert tiles.seen and all(status == 200 and ctype == "image/png"
+                                  for _, _, status, ctype in tiles.seen)
+
+        # Zooming in asks for finer tiles (the server renders them from the COG): from three
+        # levels above the finest the server renders down to that finest level.
+        newest_id = next(u for u, _ in page.evaluate(_RASTERS)).split("/")[3]
+        newest_layer = next(x for x in layers if layer_id(x) == newest_id)
+        finest = layer_extent(run, newest_layer.source)[1] + NATIVE_ZOOM_EXTRA
+        for zoom in (finest - 3, finest):
+            page.evaluate(_SET_ZOOM, zoom)
+            page.wait_for_function(f"() => ({_VIEW})()[2] === {zoom}")
+            page.wait_for_function(_TILE_AT, arg=[newest_id, zoom])
+        assert {finest - 3, finest} <= tiles.zooms(newest_id)
+        view = page.evaluate(_VIEW)
+
+        # Toggling a layer adds its tiles and keeps the view.
+        page.get_by_test_id("stCheckbox").filter(has_text=layer_label(lulc)).click()
+        page.wait_for_function(f"() => ({_RASTERS})() && ({_RASTERS})().length === 2")
+        _wait_idle(page)
+        expect(loaded).not_to_have_count(0)
+        assert any("/g-lulc/" in u for u, _ in page.evaluate(_RASTERS))
+        assert _same_view(page.evaluate(_VIEW), view), (page.evaluate(_VIEW), view)
+        assert tiles.zooms("g-lulc") == {view[2]}
         _update_docs(page, "screenshot-layers.png")
 
-        # Toggle a layer off and on: the overlay count follows.
-        lulc = page.get_by_test_id("stCheckbox").filter(has_text="[G] LULC")
-        lulc.click()
-        expect(overlays).to_have_count(n_layers - 2)
-        lulc.click()
-        expect(overlays).to_have_count(n_layers - 1)
-
-        # Opacity: five steps (0.05) down on the NDVI slider, 0.85 → 0.6, reach the overlay.
-        faded = _map(page).locator('.leaflet-image-layer[style*="opacity: 0.6;"]')
-        expect(faded).to_have_count(0)
-        thumb = page.locator(f".st-key-{row_key('[G] NDVI')}").get_by_role("slider")
+        # Opacity (on demand, in the layer's popover): five 0.05 steps down reach the tiles.
+        row = page.locator(f".st-key-{row_key('[G] LULC')}")
+        row.get_by_test_id("stPopoverButton").click()
+        thumb = page.get_by_test_id("stSlider").filter(
+            has_text="Opacity of [G] LULC").get_by_role("slider")
         thumb.focus()
         for _ in range(5):
             thumb.press("ArrowLeft")
-        expect(faded).to_have_count(1)
-        expect(overlays).to_have_count(n_layers - 1)
+        page.keyboard.press("Escape")
+        page.wait_for_function(
+            f"() => ({_RASTERS})() && ({_RASTERS})().some(([u, o]) => u.includes('/g-lulc/')"
+            " && Math.abs(o - 0.6) < 1e-6)")
+        assert _same_view(page.evaluate(_VIEW), view)
+        assert newest in [x.name for x in layers]
 
         # A GeoTIFF download reads back with rasterio to the stored values and grid.
         page.get_by_role("tab", name="Downloads").click()
         with page.expect_download() as info:
-            page.get_by_role("button", name="GeoTIFF: LULC", exact=True).click()
+            page.get_by_role("button", name="GeoTIFF: Land cover (generated) · LULC",
+                             exact=True).click()
         path = tmp_path / "lulc.tif"
         info.value.save_as(path)
         stored = run.load_layer("LULC")
@@ -355,6 +436,46 @@ def test_layers_toggle_opacity_and_download(page: Any, server: dict[str, Any],
             assert ds.crs == stored.rio.crs
             assert ds.transform == stored.rio.transform()
             np.testing.assert_array_equal(ds.read(), stored.values)
+
+
+def test_layers_page_first_screen_and_offline_basemap(browser: Any,
+                                                      server: dict[str, Any]) -> None:
+    """At 1400 × 900, with every request but the app's own refused (no network), the first
+    screen shows the map with the Natural Earth outline, a legend and the layer list."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    refused: list[str] = []
+
+    def only_local(route: Any) -> None:
+        if urlparse(route.request.url).hostname in {"127.0.0.1", "localhost"}:
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    context.route("**/*", only_local)
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    run = server["run"]
+    try:
+        with screenshots(page, "layers-first-screen"):
+            page.goto(f"{server['url']}/layers?run={run.id}")
+            outline = _map(page).locator(".leaflet-terralensOffline-pane path")
+            expect(outline).not_to_have_count(0)
+            expect(_map(page).locator(
+                ".leaflet-terralensRasters-pane img.leaflet-tile-loaded")).not_to_have_count(0)
+            legend = page.locator(".terralens-legend").first
+            first_row = page.get_by_test_id("stCheckbox").first
+            for element in (page.locator(MAP_IFRAME), legend, first_row):
+                expect(element).to_be_visible()
+                box = element.bounding_box()
+                assert box is not None and box["y"] >= 0 and box["y"] + 20 < 900, box
+            _wait_idle(page)
+            page.screenshot(path=str(ARTIFACTS / "layers-1400x900.png"), full_page=False)
+        assert refused, "the basemap tiles were asked for, and refused (offline)"
+    finally:
+        context.close()
 
 
 def _load_scene_and_go_to_run(page: Any, server: dict[str, Any]) -> None:
