@@ -411,7 +411,7 @@ def test_layers_tiles_toggle_opacity_keep_the_view(page: Any, server: dict[str, 
 
         # Opacity (on demand, in the layer's popover): five 0.05 steps down reach the tiles.
         row = page.locator(f".st-key-{row_key('[G] LULC')}")
-        row.get_by_test_id("stPopoverButton").click()
+        row.get_by_test_id("stPopoverButton").first.click()
         thumb = page.get_by_test_id("stSlider").filter(
             has_text="Opacity of [G] LULC").get_by_role("slider")
         thumb.focus()

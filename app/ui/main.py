@@ -7,7 +7,8 @@ Two roles in one file, as Streamlit's ``st.App`` expects:
 * run as the app script (``__main__``, once per session and rerun), it is the only module that
   calls ``st.navigation``: it sets the page config, builds the navigation over the pages in
   ``pages/`` (see :data:`app.ui.widgets.PAGES`), draws the settings summary and the job queue in
-  the sidebar and runs the chosen page. A ``?run=<id>`` query parameter (a shared link) opens that run.
+  the sidebar and runs the chosen page. A ``?run=<id>`` query parameter (a shared link) opens
+  that run.
 """
 
 from __future__ import annotations
