@@ -406,6 +406,7 @@ def test_layers_tiles_toggle_opacity_keep_the_view(page: Any, server: dict[str, 
         expect(loaded).not_to_have_count(0)
         assert any("/g-lulc/" in u for u, _ in page.evaluate(_RASTERS))
         assert _same_view(page.evaluate(_VIEW), view), (page.evaluate(_VIEW), view)
+        page.wait_for_function(_TILE_AT, arg=["g-lulc", view[2]])
         assert tiles.zooms("g-lulc") == {view[2]}
         _update_docs(page, "screenshot-layers.png")
 
