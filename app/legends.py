@@ -6,13 +6,13 @@ offline maps); :func:`legend_html` gives self-contained HTML for ``st.html``/``s
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from app.colors import StyleKind, ramp_css
+from app.escaping import html_text
 
 if TYPE_CHECKING:
     from app.layers import DisplayLayer
@@ -96,30 +96,30 @@ def legend(layer: DisplayLayer) -> Legend:
 
 def legend_html(leg: Legend) -> str:
     """HTML of a legend, self-contained (inline styles), for ``st.html``/``st.markdown``."""
-    title = html.escape(leg.title)
+    title = html_text(leg.title)
     parts = [f'<div class="terralens-legend" style="font-size:0.85rem;margin:0.25rem 0 0.6rem">'
              f'<div style="font-weight:600;margin-bottom:0.2rem">{title}</div>']
     if leg.gradient_css:
         parts.append(
             f'<div style="height:12px;border-radius:2px;border:1px solid #888;'
-            f'background:{html.escape(leg.gradient_css)}"></div>'
+            f'background:{html_text(leg.gradient_css)}"></div>'
             '<div style="position:relative;height:1.1rem;font-size:0.75rem">'
         )
         for pos, label in leg.ticks:
             shift = "0" if pos <= 0 else ("-100%" if pos >= 1 else "-50%")
             parts.append(
                 f'<span style="position:absolute;left:{pos * 100:.1f}%;'
-                f'transform:translateX({shift})">{html.escape(label)}</span>'
+                f'transform:translateX({shift})">{html_text(label)}</span>'
             )
         parts.append("</div>")
     for name, colour in leg.classes:
         parts.append(
             '<div style="display:flex;align-items:center;gap:0.4rem;line-height:1.35">'
             f'<span style="display:inline-block;width:0.9rem;height:0.9rem;border:1px solid #888;'
-            f'background:{html.escape(colour)}"></span>{html.escape(name)}</div>'
+            f'background:{html_text(colour)}"></span>{html_text(name)}</div>'
         )
     for note in leg.notes:
         parts.append(f'<div style="color:#f0b429;font-size:0.75rem;margin-top:0.2rem">'
-                     f"⚠ {html.escape(note)}</div>")
+                     f"⚠ {html_text(note)}</div>")
     parts.append("</div>")
     return "".join(parts)

@@ -7,7 +7,8 @@ place-name search box (leaflet-control-geocoder on a Nominatim-compatible servic
 Every script and stylesheet the map loads is one of TerraLens' vendored files under
 ``assets/vendor/`` (served by Streamlit at ``/app/static/...``): offline and air-gapped users
 get the same map, and no branca colour map (which pulls d3 from a CDN) is ever added — legends
-are drawn by Streamlit from :func:`app.layers.legend_html`.
+are drawn by Streamlit from :func:`app.layers.legend_html`. External strings (item ids, layer
+names from file names) reach the page only through :mod:`app.escaping`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from folium.elements import JSCSSMixin
 from folium.template import Template
 
 from app.aoi import geojson_geometry
+from app.escaping import folium_html, html_text
 from app.map_tools import BASEMAPS, TOOL_FILES, Basemap, MapTools, OfflineBasemap
 from inference.errors import InvalidRequestError
 
@@ -378,10 +380,10 @@ def build_map(
         style = FOOTPRINT_HIGHLIGHT if highlighted else FOOTPRINT_STYLE
         folium.GeoJson(
             {"type": "Feature", "properties": {"id": fid}, "geometry": geometry},
-            name=f"Scene {fid}" if highlighted else f"Footprint {fid}",
+            name=html_text(f"Scene {fid}" if highlighted else f"Footprint {fid}"),
             style_function=lambda _f, s=style: dict(s),
             highlight_function=lambda _f: {"weight": 3},
-            tooltip=folium.Tooltip(fid, class_name="terralens-tooltip"),
+            tooltip=folium.Tooltip(folium_html(fid), class_name="terralens-tooltip"),
             control=highlighted,
         ).add_to(m)
 
@@ -394,7 +396,7 @@ def build_map(
             image=rendered.data_url,
             bounds=[list(rendered.bounds[0]), list(rendered.bounds[1])],
             opacity=float(opacity),
-            name=layer.name,
+            name=html_text(layer.name),  # Leaflet's layer control sets names as innerHTML
             show=compare is None or layer.name in compare,
             pixelated=True,
             interactive=False,
@@ -409,7 +411,8 @@ def build_map(
              "geometry": aoi_geometry},
             name="Area of interest",
             style_function=lambda _f: dict(AOI_STYLE),
-            tooltip=folium.Tooltip("Area of interest", class_name="terralens-tooltip"),
+            tooltip=folium.Tooltip(folium_html("Area of interest"),
+                                   class_name="terralens-tooltip"),
         ).add_to(m)
 
     if compare is not None:

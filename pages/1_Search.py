@@ -6,6 +6,7 @@ import streamlit as st
 from streamlit_folium import st_folium
 
 from app.catalog import Collection, SearchRequest, search_scenes
+from app.escaping import markdown_code, markdown_text
 from app.scenes import load_scene
 from app.ui import search_view as view
 from app.ui import state, widgets
@@ -71,7 +72,7 @@ with side_col:
         w, s, e, n = aoi.bbox
         st.caption(f"{state.AOI_SOURCE.get() or 'AOI'} · bbox {w:.4f}, {s:.4f}, {e:.4f}, {n:.4f}")
         if aoi_error:
-            st.error(aoi_error)
+            st.error(markdown_text(aoi_error))
         if st.button("Clear area", key=W.CLEAR_AOI):
             state.set_aoi(None)
             state.clear_scene()
@@ -124,11 +125,11 @@ if submitted:
                     aoi=aoi.validate(*aoi_limits), start=start, end=end,
                     collection=Collection(collection), max_cloud=float(max_cloud), limit=int(limit),
                 )
-                with st.spinner(f"Searching {settings.stac_url} …"):
+                with st.spinner(f"Searching {markdown_code(settings.stac_url)} …"):
                     found = search_scenes(request, stac_url=settings.stac_url,
                                           timeout_s=settings.stac_timeout_s)
             except CatalogError:
-                st.info(view.CATALOG_HINT.format(url=settings.stac_url))
+                st.info(view.CATALOG_HINT.format(url=markdown_code(settings.stac_url)))
                 raise
             state.SEARCH_REQUEST.set(request)
             state.SEARCH_RESULTS.set(list(found))
@@ -162,7 +163,7 @@ if results is not None:
 
 # -- Selected scene + load -------------------------------------------------------------------------
 if selected is not None and aoi is not None:
-    st.subheader(f"Scene {selected.id}")
+    st.subheader(f"Scene {markdown_text(selected.id)}")
     info_col, thumb_col = st.columns([3, 2])
     with info_col:
         st.markdown(view.scene_markdown(selected))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app.escaping import markdown_code, markdown_text
 from app.job_store import JobRecord, JobState
 from app.runs import RunStore
 from app.tasks import TASKS, Knob, Task, task_label
@@ -23,13 +24,14 @@ st.title("Run TerraMind")
 try:
     scene = view.check_scene(state.SCENE.get())
 except TerraLensError as err:
-    st.error(str(err))
+    st.error(markdown_text(err))
     widgets.page_link("search", "Go to Search")
     st.stop()
 
 attrs = scene.attrs
 st.markdown(
-    f"Scene `{attrs.get('scene_id', '?')}` · {attrs.get('datetime', '')} · "
+    f"Scene {markdown_code(attrs.get('scene_id', '?'))} · "
+    f"{markdown_text(attrs.get('datetime', ''))} · "
     f"{int(scene.sizes['x'])} × {int(scene.sizes['y'])} px · AOI cloud "
     f"{100 * float(attrs.get('aoi_cloud_share', 0.0)):.1f}%"
 )

@@ -14,6 +14,7 @@ from app import added_layers
 from app.aoi import AOI
 from app.charts import class_chart, histogram_chart
 from app.colors import StyleKind
+from app.escaping import markdown_code, markdown_text
 from app.exports import png_snapshot, polygons_bytes, run_zip_bytes, vector_classes
 from app.layer_names import layer_label, layer_tooltip, source_label
 from app.layers import DisplayLayer
@@ -50,7 +51,8 @@ if run is None:
     widgets.page_link("runs", "Choose another stored run")
     st.stop()
 
-st.caption(f"{run.title} · run `{run.id}` · share this page's URL to reopen it")
+st.caption(f"{markdown_text(run.title)} · run {markdown_code(run.id)} · "
+           "share this page's URL to reopen it")
 if run.synthetic:
     widgets.synthetic_badge({"untrained": run.untrained})
 
@@ -102,12 +104,13 @@ with side_col:
         layer = by_name[name]
         row = st.container(key=view.row_key(name))
         c_check, c_more = row.columns([7, 1], vertical_alignment="center", gap="small")
-        visible[name] = c_check.checkbox(layer_label(layer), value=visible.get(name, False),
+        visible[name] = c_check.checkbox(markdown_text(layer_label(layer)),
+                                         value=visible.get(name, False),
                                          key=W.layer("visible", name),
-                                         help=layer_tooltip(layer))
+                                         help=markdown_text(layer_tooltip(layer)))
         with c_more.popover("", icon=":material/tune:",
-                            help=f"Opacity, stretch and order of {name}"):
-            opacity[name] = st.slider(f"Opacity of {name}", 0.0, 1.0,
+                            help=f"Opacity, stretch and order of {markdown_text(name)}"):
+            opacity[name] = st.slider(f"Opacity of {markdown_text(name)}", 0.0, 1.0,
                                       float(opacity.get(name, 1.0)), 0.05,
                                       key=W.layer("opacity", name))
             b_up, b_down = st.columns(2)
@@ -243,7 +246,8 @@ with download_tab:
                "provenance tags.")
     for source, da in source_of.items():
         st.download_button(
-            f"GeoTIFF: {source_label(source, da)}", data=partial(layer_to_cog_bytes, da),
+            f"GeoTIFF: {markdown_text(source_label(source, da))}",
+            data=partial(layer_to_cog_bytes, da),
             file_name=f"{run.id}_{source}.tif", mime="image/tiff", on_click="ignore",
             key=W.layer("download", source), icon=":material/download:",
         )
@@ -252,13 +256,13 @@ with download_tab:
             continue
         v1, v2 = st.columns(2)
         v1.download_button(
-            f"Polygons (GeoJSON): {source_label(source, da)}",
+            f"Polygons (GeoJSON): {markdown_text(source_label(source, da))}",
             data=partial(polygons_bytes, da, "geojson"),
             file_name=f"{run.id}_{source}.geojson", mime="application/geo+json",
             on_click="ignore", key=W.layer("geojson", source), icon=":material/polyline:",
         )
         v2.download_button(
-            f"Polygons (GeoPackage): {source_label(source, da)}",
+            f"Polygons (GeoPackage): {markdown_text(source_label(source, da))}",
             data=partial(polygons_bytes, da, "gpkg"),
             file_name=f"{run.id}_{source}.gpkg", mime="application/geopackage+sqlite3",
             on_click="ignore", key=W.layer("gpkg", source), icon=":material/polyline:",
@@ -334,7 +338,7 @@ with add_tab:
     if added:
         for source in list(added):
             c1, c2 = st.columns([4, 1])
-            c1.markdown(f"`{added[source].attrs.get('source_file', source)}`")
+            c1.markdown(markdown_code(added[source].attrs.get('source_file', source)))
             if c2.button("Remove", key=W.layer("remove", source)):
                 state.ADDED_LAYERS.set({k: v for k, v in added.items() if k != source})
                 st.rerun()

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from app.aoi import AOI
+from app.escaping import markdown_code, markdown_text
 from app.runs import RunStore
 from app.tasks import task_label
 from app.ui import state, widgets
@@ -14,8 +15,8 @@ from inference.errors import TerraLensError
 
 settings = widgets.load_settings_or_stop()
 st.title("Stored runs")
-st.caption(f"Run store: `{settings.runs_dir}` (a STAC catalog: every run is a folder of COGs "
-           "and an item.json).")
+st.caption(f"Run store: {markdown_code(settings.runs_dir)} (a STAC catalog: every run is a "
+           "folder of COGs and an item.json).")
 
 store = None
 runs = []
@@ -71,8 +72,8 @@ if c2.button("Delete…", key=W.RUNS_DELETE, icon=":material/delete:"):
 
 pending = state.DELETE_PENDING.get()
 if pending and pending in by_id and store is not None:
-    st.warning(f"Delete run `{pending}` ({by_id[pending].title})? Its files are removed from "
-               "the store; this cannot be undone.")
+    st.warning(f"Delete run {markdown_code(pending)} ({markdown_text(by_id[pending].title)})? "
+               "Its files are removed from the store; this cannot be undone.")
     y, n, _ = st.columns([1, 1, 3])
     if y.button("Yes, delete", type="primary", key=W.RUNS_CONFIRM):
         with widgets.guard("Deleting the run"):
@@ -80,7 +81,7 @@ if pending and pending in by_id and store is not None:
             state.DELETE_PENDING.clear()
             if state.RUN_ID.get() == pending:
                 state.open_run(None)
-            st.toast(f"Deleted run {pending}")
+            st.toast(f"Deleted run {markdown_text(pending)}")
             st.rerun()
     if n.button("Keep it", key=W.RUNS_KEEP):
         state.DELETE_PENDING.clear()
@@ -91,13 +92,14 @@ props = run.item.properties
 prov = run.provenance
 st.markdown("\n".join(
     f"- **{label}** {value}" for label, value in [
-        ("Scene", f"`{run.request.scene_id}`"),
+        ("Scene", markdown_code(run.request.scene_id)),
         ("Task", task_label(run.request.task)),
-        ("Model", f"`{run.request.model}`"),
-        ("Weights", f"`{run.request.weights}`"),
-        ("Parameters", ", ".join(f"{k}={v}" for k, v in run.request.params_dict.items())),
-        ("Offset applied", prov.get("offset_applied", "n/a")),
-        ("terratorch", prov.get("terratorch_version", "n/a")),
+        ("Model", markdown_code(run.request.model)),
+        ("Weights", markdown_code(run.request.weights)),
+        ("Parameters", markdown_text(", ".join(f"{k}={v}"
+                                               for k, v in run.request.params_dict.items()))),
+        ("Offset applied", markdown_text(prov.get("offset_applied", "n/a"))),
+        ("terratorch", markdown_text(prov.get("terratorch_version", "n/a"))),
         ("Synthetic layers", "yes — generated, not measured" if run.synthetic else "no"),
     ]
 ))

@@ -9,6 +9,7 @@ import streamlit as st
 from streamlit_folium import st_folium
 
 from app.aoi import AOI
+from app.escaping import markdown_code, markdown_text
 from app.geolocation import GeolocationOutcome
 from app.job_store import JobState
 from app.runs import RunStore
@@ -46,8 +47,8 @@ if mode is Condition.SCENE:
         widgets.page_link("search", "Go to Search")
     else:
         condition = scene
-        st.caption(f"Scene `{scene.attrs.get('scene_id', '?')}`: the centre 224 × 224 px of "
-                   "the window is shown to the model.")
+        st.caption(f"Scene {markdown_code(scene.attrs.get('scene_id', '?'))}: the centre "
+                   "224 × 224 px of the window is shown to the model.")
 elif mode is Condition.RUN_LULC:
     run_id = state.RUN_ID.get()
     with widgets.guard("Opening the run"):
@@ -57,7 +58,8 @@ elif mode is Condition.RUN_LULC:
                      "(Run page) or open such a run (Runs page).")
         else:
             condition = run.load_layer("LULC")
-            st.caption(f"`[G] LULC` of run `{run.id}` ({run.request.scene_id}).")
+            st.caption(f"`[G] LULC` of run {markdown_code(run.id)} "
+                       f"({markdown_text(run.request.scene_id)}).")
 else:
     st.markdown("Land-cover composition of the prompt (must add up to 100%):")
     cols = st.columns(4)
@@ -70,7 +72,7 @@ else:
     try:
         prompt = view.composition(shares)
     except InvalidRequestError as err:
-        st.error(str(err))
+        st.error(markdown_text(err))
     else:
         condition = prompt
         st.caption(f"Total {total:g}% · " + ", ".join(

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from app import added_layers
+from app.escaping import markdown_text
 from app.exports import polygons_bytes
 from app.layer_names import layer_label, source_label
 from app.layers import display_layers_for
@@ -68,7 +69,8 @@ def test_run_layers_panel_map_and_legends(app_run: Any) -> None:
     at = _open(app_run.id, via_url=True)
     assert not at.exception and not at.error
     labels = _labels(app_run)
-    assert {c.label for c in at.checkbox} == set(labels.values())
+    # Labels are markdown: each is the escaped label (shown literally, see test_browser).
+    assert {c.label for c in at.checkbox} == {markdown_text(v) for v in labels.values()}
     assert labels["[G] LULC"] == "Land cover (generated) · [G] LULC"
     assert labels["Input true colour"] == "Sentinel-2 true colour (input) · Input true colour"
     assert "[P] Water" in labels
@@ -306,7 +308,8 @@ def test_a_cog_url_is_added_for_the_run_area(app_run: Any, sample_layers: Any,
         at.text_input(key=W.ADD_URL).input(f"{base}/data/ndvi_2022.tif").run()
         at.button(key=W.ADD_URL_BUTTON).click().run()
         assert not at.exception and not at.error, [e.value for e in at.error]
-        assert any(c.label.endswith("Input NDVI · ndvi_2022.tif") for c in at.checkbox)
+        assert any(c.label.endswith(markdown_text("Input NDVI · ndvi_2022.tif"))
+                   for c in at.checkbox)
         [added] = at.session_state["added_layers"].values()
         np.testing.assert_allclose(added.values, ndvi.values, equal_nan=True)
         assert added.rio.crs == ndvi.rio.crs
@@ -351,8 +354,8 @@ def test_a_catalog_scene_is_added_over_the_run(
     at.button(key=W.ADD_SCENE_BUTTON).click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     labels = [c.label for c in at.checkbox]
-    assert any(label.endswith(f"Input S1RTC-VV · {s1_id}") for label in labels)
-    assert any(label.endswith(f"Input S1RTC-VH · {s1_id}") for label in labels)
+    assert any(label.endswith(markdown_text(f"Input S1RTC-VV · {s1_id}")) for label in labels)
+    assert any(label.endswith(markdown_text(f"Input S1RTC-VH · {s1_id}")) for label in labels)
     [added] = at.session_state["added_layers"].values()
     assert added.attrs["units"] == "dB" and added.attrs["synthetic"] is False
     assert -40 < float(np.nanmedian(added.values)) < 10

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from app.escaping import markdown_text
 from tests.fixtures.app_server import PAGES, page_test
 
 
@@ -50,4 +51,4 @@ def test_a_shared_run_link_opens_the_run(app_run: Any) -> None:
     assert at.session_state["run_id"] == app_run.id
     at.switch_page(str(PAGES / "3_Layers.py")).run()
     assert not at.exception and not at.error
-    assert any(c.label.endswith(" · [G] LULC") for c in at.checkbox)
+    assert any(c.label.endswith(markdown_text(" · [G] LULC")) for c in at.checkbox)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from app.aoi import AOI
+from app.escaping import markdown_code, markdown_text
 from app.scenes import aoi_mask
 from app.tasks import RUN_PAGE_TASKS, TASKS, JobSpec, Task, task_label
 from inference.errors import InvalidRequestError, SceneError
@@ -74,7 +75,7 @@ def estimate(scene: Any, task: Task, outputs: tuple[Modality, ...], *, timesteps
     try:
         wanted = restrict_to_aoi(valid, inside)  # what generate() will compute
     except InvalidRequestError as err:
-        return str(err), None
+        return markdown_text(err), None
     chips, seconds = estimate_run(h, w, gen_task, device=device.split(":")[0] or "cpu", size=size,
                               mask=wanted)
     skipped = count_chips(h, w, gen_task.chip, gen_task.overlap) - chips
@@ -84,7 +85,7 @@ def estimate(scene: Any, task: Task, outputs: tuple[Modality, ...], *, timesteps
             "pixel with data and are skipped)") if skipped else ""
     return (f"{w} × {h} px window → **{chips} chip{'s' if chips != 1 else ''}** of "
             f"{gen_task.chip} px{note} · {what} takes about **{format_seconds(seconds)}** on "
-            f"`{device}` (a rough estimate; model loading not included)."), seconds
+            f"{markdown_code(device)} (a rough estimate; model loading not included)."), seconds
 
 
 def format_seconds(seconds: float) -> str:
@@ -134,13 +135,13 @@ def weights_advice(size: str, outputs: Sequence[Modality]) -> str:
 
 def run_summary(run: Any) -> list[str]:
     """Lines describing a stored run (layers, task, model, weights)."""
-    lines = [f"**Run** `{getattr(run, 'id', '?')}`"]
+    lines = [f"**Run** {markdown_code(getattr(run, 'id', '?'))}"]
     layers = getattr(run, "layer_names", None) or list(getattr(run, "layers", {}) or {})
     if layers:
-        lines.append("**Layers** " + ", ".join(f"`{n}`" for n in layers))
+        lines.append("**Layers** " + ", ".join(markdown_code(n) for n in layers))
     request = getattr(run, "request", None)
     if request is not None:
         lines.append(f"**Task** {task_label(str(getattr(request, 'task', '')))} · "
-                     f"**model** `{getattr(request, 'model', '')}` · "
-                     f"**weights** `{getattr(request, 'weights', '')}`")
+                     f"**model** {markdown_code(getattr(request, 'model', ''))} · "
+                     f"**weights** {markdown_code(getattr(request, 'weights', ''))}")
     return lines

@@ -18,6 +18,7 @@ import streamlit as st
 
 from app.aoi import AOI
 from app.catalog import Collection, SceneSummary, SearchRequest
+from app.escaping import markdown_code, markdown_text
 from app.ui import widgets
 from inference.errors import InvalidAOIError, TerraLensError
 
@@ -25,7 +26,7 @@ logger = logging.getLogger("terralens.search")
 
 #: Shown under a catalog error: what the analyst (or operator) can check.
 CATALOG_HINT = (
-    "Catalog: `{url}`. Check that this STAC API is reachable from the server (network, proxy, "
+    "Catalog: {url}. Check that this STAC API is reachable from the server (network, proxy, "
     "VPN), that the URL points to the API root, or set `TERRALENS_STAC_URL` to another catalog."
 )
 
@@ -184,14 +185,14 @@ def scene_markdown(scene: SceneSummary) -> str:
     cloud = "n/a" if scene.cloud_cover is None else f"{scene.cloud_cover:g}%"
     lines = [
         f"- **Acquired** {scene.datetime.strftime('%Y-%m-%d %H:%M UTC')}"
-        f" · {scene.platform or 'unknown platform'}",
+        f" · {markdown_text(scene.platform or 'unknown platform')}",
         f"- **Collection** {collection_label(scene.collection)}",
         f"- **Scene cloud** {cloud} · **AOI coverage** {scene.aoi_coverage:.1f}%",
     ]
     if scene.mgrs_tile:
-        lines.append(f"- **MGRS tile** {scene.mgrs_tile}")
+        lines.append(f"- **MGRS tile** {markdown_text(scene.mgrs_tile)}")
     if scene.processing_baseline:
-        lines.append(f"- **Processing baseline** {scene.processing_baseline}")
+        lines.append(f"- **Processing baseline** {markdown_text(scene.processing_baseline)}")
     return "\n".join(lines)
 
 
@@ -213,16 +214,17 @@ def show_thumbnail(href: str | None) -> None:
     try:
         if local is not None:
             if not local.is_file():
-                st.caption(f"Preview not found at `{local}`.")
+                st.caption(f"Preview not found at {markdown_code(local)}.")
                 return
             st.image(local.read_bytes(), caption="Catalog preview", width="stretch")
         elif urlparse(href).scheme in {"http", "https"}:
             st.image(href, caption="Catalog preview (loaded by your browser)", width="stretch")
         else:
-            st.caption(f"Preview at `{href}` cannot be shown here.")
+            st.caption(f"Preview at {markdown_code(href)} cannot be shown here.")
     except (OSError, ValueError, TypeError) as err:
         logger.warning("preview %s cannot be shown: %s", href, err)
-        st.caption(f"The preview at `{href}` cannot be shown ({type(err).__name__}).")
+        st.caption(f"The preview at {markdown_code(href)} cannot be shown "
+                   f"({type(err).__name__}).")
 
 
 def loaded_scene_markdown(scene: Any) -> str:
@@ -232,12 +234,13 @@ def loaded_scene_markdown(scene: Any) -> str:
     res = attrs.get("resolution_m", 10.0)
     offset = int(attrs.get("offset_applied", 0) or 0)
     offset_text = (f"{offset} DN subtracted (processing baseline "
-                   f"{attrs.get('processing_baseline', '?')} ≥ 04.00)" if offset
+                   f"{markdown_text(attrs.get('processing_baseline', '?'))} ≥ 04.00)" if offset
                    else "none (baseline before 04.00 or radar)")
     return "\n".join([
-        f"- **Scene** `{attrs.get('scene_id', '?')}` · {attrs.get('datetime', '')}",
+        f"- **Scene** {markdown_code(attrs.get('scene_id', '?'))} · "
+        f"{markdown_text(attrs.get('datetime', ''))}",
         f"- **Window** {nx} × {ny} px at {res:g} m · CRS {scene.rio.crs} · "
-        f"{int(scene.sizes['band'])} bands ({attrs.get('modality', '?')})",
+        f"{int(scene.sizes['band'])} bands ({markdown_text(attrs.get('modality', '?'))})",
         f"- **AOI cloud share** {100 * float(attrs.get('aoi_cloud_share', 0.0)):.1f}% · "
         f"**valid pixels** {100 * float(attrs.get('aoi_valid_share', 0.0)):.1f}%",
         f"- **Offset applied** {offset_text}",

@@ -17,6 +17,7 @@ from typing import Any
 
 import streamlit as st
 
+from app.escaping import markdown_code, markdown_text
 from app.settings import Settings
 from inference.errors import TerraLensError
 
@@ -93,12 +94,12 @@ def show_error(err: BaseException, action: str) -> None:
         action: What was being done, e.g. ``"Searching the catalog"``.
     """
     if isinstance(err, TerraLensError):
-        st.error(str(err), icon=":material/error:")
+        st.error(markdown_text(err), icon=":material/error:")
         return
     logger.error("%s failed", action, exc_info=(type(err), err, err.__traceback__))
     st.error(
-        f"{action} failed unexpectedly ({type(err).__name__}: {_short(err)}). "
-        "The details are in the server log; please report them.",
+        markdown_text(f"{action} failed unexpectedly ({type(err).__name__}: {_short(err)}). "
+                      "The details are in the server log; please report them."),
         icon=":material/bug_report:",
     )
 
@@ -135,7 +136,7 @@ def weights_label(settings: Settings) -> str:
         return UNTRAINED_WARNING
     if settings.weights == "hub":
         return "Weights: Hugging Face hub (downloaded on first use, then cached)"
-    return f"Weights: local folder {settings.weights}"
+    return f"Weights: local folder {markdown_code(settings.weights)}"
 
 
 @st.cache_resource(show_spinner=False)
@@ -168,18 +169,19 @@ def sidebar(settings: Settings) -> None:
     """The settings summary in the sidebar: catalog, weights, device and GPU memory."""
     with st.sidebar:
         st.caption("Settings")
-        st.markdown(f"**Catalog**  \n`{settings.stac_url}`")
+        st.markdown(f"**Catalog**  \n{markdown_code(settings.stac_url)}")
         label = weights_label(settings)
         if settings.weights == "untrained":
             st.warning(label, icon=":material/warning:")
         else:
             st.markdown(label)
         device = "cpu" if settings.device == "cpu" else device_name(settings.device)
-        st.markdown(f"**Device** `{device}` (asked: `{settings.device}`)")
+        st.markdown(f"**Device** {markdown_code(device)} (asked: {markdown_code(settings.device)})")
         memory = gpu_memory_text(device)
         if memory:
             st.caption(memory)
-        st.caption(f"Runs stored in `{settings.runs_dir}` · AOI limit {settings.max_aoi_km2:g} km²")
+        st.caption(f"Runs stored in {markdown_code(settings.runs_dir)} · "
+                   f"AOI limit {settings.max_aoi_km2:g} km²")
 
 
 def load_settings_or_stop() -> Settings:
@@ -189,7 +191,7 @@ def load_settings_or_stop() -> Settings:
     try:
         return load_settings()
     except TerraLensError as err:
-        st.error(f"TerraLens is misconfigured: {err}")
+        st.error(markdown_text(f"TerraLens is misconfigured: {err}"))
         st.stop()
         raise  # pragma: no cover - st.stop() raises
 
