@@ -43,8 +43,12 @@ _TEMPLATE_UNSAFE = {
 #: punctuation; these start emphasis, code, links, images, HTML, tables, headings, math
 #: (``$``, Streamlit's LaTeX), strikethrough (``~``) and entities (``&``)).
 _MD_ALWAYS = frozenset("\\`*[]<>#|~$&")
-#: GFM turns ``www.x``, ``scheme://x`` and ``a@b.c`` into links without any markup.
-_MD_AUTOLINK = re.compile(r"(?i)(?<=www)\.|(?<=[a-z0-9])(?=://)|@")
+#: Words GFM turns into links without any markup (``www.x``, ``scheme://x``, ``a@b.c``).
+#: Streamlit finds them in the parsed text, after backslash escapes are gone, so such a word
+#: is put in a code span instead (where nothing is a link).
+_MD_AUTOLINK = re.compile(r"(?i)www\.|://|@")
+#: ``:name`` is a directive for Streamlit (``:red[...]``, ``:material/icon:``).
+_MD_DIRECTIVE = re.compile(r":(?=[A-Za-z])")
 #: Line starts that make a block: list items, headings by underline, quotes (``>`` is
 #: escaped anyway), ordered list items (``1.`` / ``1)``).
 _MD_LINE_START = re.compile(r"(?m)^([ \t]*)(?:([-+=])|(\d+)([.)]))")
@@ -105,16 +109,22 @@ def markdown_text(value: object) -> str:
     """``value`` as plain text inside Streamlit markdown: shown literally, never a link, image,
     emphasis, heading, list, LaTeX, HTML or ``:color[...]`` directive.
 
+    A word that GFM would turn into a link by itself (``https://...``, ``www....``, an e-mail
+    address) becomes an inline code span, shown literally in a monospace font.
+
     Example:
-        >>> print(markdown_text("see [here](https://x.org) ![](https://x.org/a.png) **now**"))
-        see \\[here\\](https\\://x.org) !\\[\\](https\\://x.org/a.png) \\*\\*now\\*\\*
+        >>> print(markdown_text("see [here](https://x.org) **now** :red[x]"))
+        see `[here](https://x.org)` \\*\\*now\\*\\* \\:red\\[x\\]
     """
-    text = "".join(f"\\{c}" if c in _MD_ALWAYS else c for c in str(value))
-    text = _escape_underscore(text)
-    text = _MD_AUTOLINK.sub(lambda m: "\\" + m.group(0) if m.group(0) else "\\", text)
-    text = _MD_LINE_START.sub(_escape_line_start, text)
-    # A colour directive (":red[...]") needs "[", escaped above; ":material/x:" is an icon.
-    return text
+    parts = re.split(r"(\s+)", str(value))
+    for i in range(0, len(parts), 2):  # the words; odd indices hold the white space
+        word = parts[i]
+        if _MD_AUTOLINK.search(word):
+            parts[i] = markdown_code(word)
+            continue
+        word = "".join(f"\\{c}" if c in _MD_ALWAYS else c for c in word)
+        parts[i] = _MD_DIRECTIVE.sub(r"\\:", _escape_underscore(word))
+    return _MD_LINE_START.sub(_escape_line_start, "".join(parts))
 
 
 def markdown_code(value: object) -> str:

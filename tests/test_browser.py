@@ -645,3 +645,142 @@ def test_geolocate_a_land_cover_prompt_with_untrained_weights(page: Any,
         expect(page.get_by_test_id("stException")).to_have_count(0)
         expect(page.get_by_test_id("stAlertContentError")).to_have_count(0)
     assert not errors, errors
+
+
+# -- Hostile strings: no script runs, the text shows literally -----------------------------------
+#: Sets ``top.__pwned`` if any part of it ever runs as script (template substitution, an
+#: ``onerror`` handler or a script element). No "/" (a file name cannot hold one) and no '"'
+#: (the browser sends it as %22 in an uploaded file's name).
+HOSTILE = "<img src=x onerror=top.__pwned='img'>${top.__pwned='template'}`<b>bold"
+#: JS: every ``__pwned`` flag of the page and its frames (``[]`` when nothing ran).
+_PWNED = """() => {
+    const seen = [];
+    const look = (w) => {
+        try { if (w.__pwned !== undefined) seen.push(String(w.__pwned)); } catch (e) {}
+        for (let i = 0; i < w.frames.length; i++) look(w.frames[i]);
+    };
+    look(window);
+    return seen;
+}"""
+
+
+@pytest.fixture(scope="module")
+def hostile_scene(pgstac_server: Any, s2_scene_set: SceneSet) -> Iterator[str]:
+    """A copy of a tile-A Sentinel-2 item whose id carries :data:`HOSTILE`, dated 2020-02-05
+    (outside every other test's window); removed from the catalog afterwards."""
+    import copy
+
+    import psycopg
+
+    item = copy.deepcopy(s2_scene_set.scenes["S2A_T33TWL_20210610_A"].item)
+    item["id"] = f"S2X_{HOSTILE}_20200205"
+    item["properties"]["datetime"] = "2020-02-05T10:00:31Z"
+    pgstac_server.load([], [item])
+    try:
+        yield item["id"]
+    finally:
+        with psycopg.connect(pgstac_server.dsn, autocommit=True) as conn:
+            conn.execute("SET search_path TO pgstac, public")
+            conn.execute("SELECT delete_item(%s, %s)", (item["id"], item["collection"]))
+
+
+def _watch_for_scripts(page: Any) -> list[str]:
+    """Record every dialog (``alert`` & co.) the page or its frames open."""
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    return dialogs
+
+
+def test_a_hostile_item_id_shows_literally_on_the_search_map(
+    page: Any, server: dict[str, Any], hostile_scene: str,
+) -> None:
+    from playwright.sync_api import expect
+
+    dialogs = _watch_for_scripts(page)
+    with screenshots(page, "hostile-item-id"):
+        page.goto(server["url"])
+        expect(_map(page).locator(".leaflet-container")).to_be_visible()
+        page.get_by_role("tab", name="Bounding box").click()
+        bbox = page.get_by_label("West, South, East, North (degrees)")
+        bbox.fill("15.005, 45.005, 15.03, 45.02")
+        bbox.press("Enter")
+        page.get_by_role("button", name="Use bounding box").click()
+        expect(page.get_by_test_id("stMetricValue").first).to_contain_text("km²")
+        _set_date(page, "Start", "2020-02-01")
+        _set_date(page, "End", "2020-02-29")
+        page.get_by_role("button", name="Search", exact=True).click()
+        expect(page.get_by_text("1 of 1 scenes shown", exact=False)).to_be_visible()
+
+        # Hovering the footprint opens its tooltip: the id as text, nothing run.
+        footprint = _map(page).locator("path.leaflet-interactive").first
+        expect(footprint).to_be_visible()
+        box = _map(page).locator(".leaflet-container").bounding_box()
+        page.mouse.move(box["x"] + box["width"] / 2 + 7, box["y"] + box["height"] / 2 + 5)
+        tooltip = _map(page).locator(".leaflet-tooltip")
+        expect(tooltip).to_have_text(hostile_scene)
+        expect(tooltip.locator("img, b")).to_have_count(0)
+
+        # Selecting the row: the heading and the highlighted footprint's layer-control entry.
+        grid = page.get_by_test_id("stDataFrame")
+        grid.scroll_into_view_if_needed()
+        box = grid.bounding_box()
+        page.mouse.click(box["x"] + 18, box["y"] + 35 + 18)
+        expect(page.get_by_role("heading", name=f"Scene {hostile_scene}")).to_be_visible()
+        control = _map(page).locator(".leaflet-control-layers-overlays")
+        expect(control).to_contain_text(f"Scene {hostile_scene}")
+        expect(control.locator("img, b")).to_have_count(0)
+        _wait_idle(page)
+    assert page.evaluate(_PWNED) == [] and dialogs == []
+
+
+def test_a_hostile_file_name_shows_literally_in_the_layer_control(
+    page: Any, server: dict[str, Any],
+) -> None:
+    from playwright.sync_api import expect
+
+    from app.rasters import layer_to_cog_bytes
+
+    run = server["run"]
+    name = f"{HOSTILE}.tif"
+    dialogs = _watch_for_scripts(page)
+    with screenshots(page, "hostile-file-name"):
+        page.goto(f"{server['url']}/layers?run={run.id}")
+        expect(_map(page).locator(".leaflet-image-layer").first).to_be_attached()
+        page.get_by_role("tab", name="Add data").click()
+        page.locator("input[type=file]").set_input_files(
+            {"name": name, "mimeType": "image/tiff",
+             "buffer": layer_to_cog_bytes(run.load_layer("NDVI"))})
+        boxes = page.get_by_test_id("stCheckbox")
+        before = boxes.count()
+        page.get_by_role("button", name="Add to map").click()
+        # The layers panel and the map's layer control list it under its literal name.
+        expect(boxes).to_have_count(before + 1)
+        labels = boxes.all_inner_texts()
+        assert any(label.endswith(f" · {name}") for label in labels), labels
+        control = _map(page).locator(".leaflet-control-layers-overlays")
+        expect(control).to_contain_text(name)
+        expect(control.locator("img, b")).to_have_count(0)
+        expect(page.get_by_test_id("stCheckbox").locator("img, b")).to_have_count(0)
+        _wait_idle(page)
+    assert page.evaluate(_PWNED) == [] and dialogs == []
+
+
+def test_a_run_link_with_markdown_shows_literally_in_the_error(
+    page: Any, server: dict[str, Any],
+) -> None:
+    from urllib.parse import quote
+
+    from playwright.sync_api import expect
+
+    value = ("[click](http://127.0.0.1:9/x) ![pic](http://127.0.0.1:9/p.png) **bold** $x^2$ "
+             ":red[red] <b>raw</b> www.example.org https://example.org")
+    with screenshots(page, "hostile-run-link"):
+        page.goto(f"{server['url']}/layers?run={quote(value)}")
+        error = page.get_by_test_id("stAlertContentError")
+        expect(error).to_contain_text(value)
+        expect(error.locator("a, img, strong, b, .katex")).to_have_count(0)
