@@ -16,6 +16,7 @@ from enum import StrEnum
 import numpy as np
 
 from inference.errors import InvalidRequestError
+from inference.modalities import CLASS_NODATA as _CLASS_NODATA
 from inference.modalities import LULC_CLASSES
 
 #: Transparent (alpha 0) as an RGBA tuple.
@@ -74,7 +75,7 @@ PREDICTION_PALETTE: tuple[str, ...] = (
     PREDICTION_COLOUR, "#ff6f00", "#d81b60", "#8e24aa", "#00897b", "#fdd835", "#6d4c41",
 )
 #: Class value written for "no data" in class-map GeoTIFFs and PNG rendering.
-CLASS_NODATA = 255
+CLASS_NODATA = _CLASS_NODATA
 
 
 @dataclass(frozen=True)

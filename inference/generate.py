@@ -7,7 +7,8 @@ AOI of any size with :func:`inference.tiling.tiled_apply`, and returns one geore
 * ``S1GRD`` / ``S1RTC``: VV, VH backscatter in dB;
 * ``DEM``: metres; ``NDVI``: unitless;
 * ``LULC_PROB``: 10 class probabilities (softmax of the logits, blended across chips) and
-  ``LULC``: the ``uint8`` arg-max class (0 where the input had no data).
+  ``LULC``: the ``uint8`` arg-max class (``CLASS_NODATA``, 255, outside the AOI and where the
+  input had no data).
 
 Input pixels that are NaN in any band are filled with the band median for the model and
 masked again (NaN, or class 0) in every output; chips without any valid pixel are not run.
@@ -36,7 +37,13 @@ import numpy as np
 from inference.batching import AdaptiveBatches, batch_size_for_memory, free_device_memory
 from inference.errors import InvalidRequestError
 from inference.executors import Executor
-from inference.modalities import LULC_CLASSES, MODALITY_INFO, S2L2A_BANDS, Modality
+from inference.modalities import (
+    CLASS_NODATA,
+    LULC_CLASSES,
+    MODALITY_INFO,
+    S2L2A_BANDS,
+    Modality,
+)
 from inference.models import (
     UNTRAINED_LABEL,
     GenerationModel,
@@ -348,11 +355,11 @@ def generate(
         attrs = base | {"modality": mod.value, "units": info.units, "long_name": info.long_name}
         if mod is Modality.LULC:
             probs = np.where(valid, values, np.nan).astype(np.float32)
-            classes = np.where(valid, values.argmax(axis=0), 0).astype(np.uint8)[None]
+            classes = np.where(valid, values.argmax(axis=0), CLASS_NODATA).astype(np.uint8)[None]
             names = json.dumps([c.name for c in LULC_CLASSES])
             results[mod.value] = _to_dataarray(
                 classes, s2, info.bands, attrs | {"class_names": names}
-            )
+            ).rio.write_nodata(CLASS_NODATA)
             results[LULC_PROB] = _to_dataarray(
                 probs, s2, [c.name for c in LULC_CLASSES],
                 attrs | {"modality": LULC_PROB, "units": "probability",

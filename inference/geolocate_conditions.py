@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from inference.errors import InvalidRequestError
-from inference.modalities import LULC_CLASSES, S2L2A_BANDS, Modality
+from inference.modalities import CLASS_NODATA, LULC_CLASSES, S2L2A_BANDS, Modality
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -174,6 +174,7 @@ def prepare_condition(condition: Any) -> tuple[Modality, np.ndarray, dict[str, A
     ):
         raise InvalidRequestError("A LULC condition must hold integer class indices 0..9.")
     classes = values.astype(np.int64)
+    classes[classes == CLASS_NODATA] = 0  # a clipped class map's no data: the "No data" class
     if classes.min() < 0 or classes.max() >= len(LULC_CLASSES):
         raise InvalidRequestError(
             f"LULC classes must be in 0..{len(LULC_CLASSES) - 1}, got "

@@ -120,6 +120,9 @@ LULC_CLASSES: tuple[LulcClass, ...] = (
 )
 #: Index of the water class in :data:`LULC_CLASSES`.
 LULC_WATER = 1
+#: Value of "no data" in every class map (generated LULC, predictions): outside the AOI and
+#: where the input had no data. No class uses it; GeoTIFFs declare it as their nodata.
+CLASS_NODATA = 255
 
 #: Sentinel-2 scene classification (SCL) values that count as cloud or cloud shadow.
 SCL_CLOUDY: frozenset[int] = frozenset({3, 8, 9, 10})

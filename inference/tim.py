@@ -35,7 +35,7 @@ import numpy as np
 
 from inference.errors import CheckpointError, InvalidRequestError
 from inference.generate import batch_seed
-from inference.modalities import LULC_CLASSES, Modality
+from inference.modalities import CLASS_NODATA, LULC_CLASSES, Modality
 from inference.models import autocast_dtype, oom_as_error, terratorch_version
 from inference.tiling import CancelFn, ProgressFn, restrict_to_aoi, tiled_apply
 from inference.tim_checkpoints import (
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 PREDICTION = "PREDICTION"
 PREDICTION_PROB = "PREDICTION_PROB"
 #: Class value written where an input had no data.
-PREDICTION_NODATA = 255
+PREDICTION_NODATA = CLASS_NODATA
 #: Prefix of decoded TiM intermediate layers (``TIM_LULC``).
 TIM_PREFIX = "TIM_"
 #: Input attrs copied onto every output (provenance).
@@ -301,7 +301,7 @@ def segment(
         start += len(LULC_CLASSES)
         layer = f"{TIM_PREFIX}{Modality.LULC.value}"
         out[layer] = _on_grid(
-            np.where(valid, lulc.argmax(axis=0), 0).astype(np.uint8)[None], ref,
+            np.where(valid, lulc.argmax(axis=0), PREDICTION_NODATA).astype(np.uint8)[None], ref,
             [Modality.LULC.value], base | {
                 "kind": "generated", "synthetic": True, "modality": layer, "units": "class",
                 "long_name": f"Land cover the TiM backbone generated ({name}) before segmenting",

@@ -15,7 +15,7 @@ import xarray as xr
 
 from inference.errors import InvalidRequestError, RunCancelledError
 from inference.generate import LULC_PROB, GenerationTask, batch_seed, estimate, generate
-from inference.modalities import LULC_CLASSES, MODALITY_INFO, S1_BANDS, Modality
+from inference.modalities import CLASS_NODATA, LULC_CLASSES, MODALITY_INFO, S1_BANDS, Modality
 from inference.tiling import count_chips
 from tests.fixtures.models import s2_window
 
@@ -70,7 +70,7 @@ def test_non_square_window_over_several_chips(tiny_lulc_model) -> None:
     lulc, probs = out["LULC"], out[LULC_PROB]
     assert_same_grid(lulc, s2)
     assert_same_grid(probs, s2)
-    assert (lulc.values[0, :20] == 0).all()  # class 0 "No data" where the input had none
+    assert (lulc.values[0, :20] == CLASS_NODATA).all()  # no data where the input had none
     assert np.isnan(probs.values[:, :20]).all()
     valid = probs.values[:, 20:]
     assert np.isfinite(valid).all()
@@ -201,7 +201,7 @@ def test_chips_without_valid_pixels_are_not_run(tiny_lulc_model) -> None:
         tiny_lulc_model, s2, GenerationTask(**LULC_TASK), progress=lambda d, t: totals.append(t)
     )
     assert totals[-1] == 2 < count_chips(64, 192, 64, 16)
-    assert (out["LULC"].values[0, :, 64:] == 0).all()
+    assert (out["LULC"].values[0, :, 64:] == CLASS_NODATA).all()
     assert np.isfinite(out[LULC_PROB].values[:, :, :64]).all()
 
 
@@ -218,7 +218,10 @@ def test_aoi_mask_runs_only_chips_touching_the_polygon(tiny_lulc_model) -> None:
     probs = out[LULC_PROB].values
     assert np.isfinite(probs[:, triangle]).all()
     assert np.isnan(probs[:, ~triangle]).all()
-    assert (out["LULC"].values[0, ~triangle] == 0).all()
+    # Outside the polygon the class map holds its nodata, like every other layer's NaN.
+    assert (out["LULC"].values[0, ~triangle] == CLASS_NODATA).all()
+    assert (out["LULC"].values[0, triangle] < len(LULC_CLASSES)).all()
+    assert out["LULC"].rio.nodata == CLASS_NODATA
     assert out["LULC"].attrs["clipped_to_aoi"] is True
     assert_same_grid(out["LULC"], s2)
 
@@ -243,3 +246,29 @@ def test_estimate_counts_only_chips_in_the_aoi() -> None:
     chips, seconds = estimate(448, 448, task, "cpu", mask=band)
     assert (chips, full_chips) == (3, 9)
     assert seconds == pytest.approx(full_s * 3 / 9)
+
+
+@pytest.mark.model
+def test_lulc_class_areas_sum_to_the_aoi(tiny_lulc_model) -> None:
+    """The statistics of a clipped LULC cover the AOI polygon, not its bounding box."""
+    from pyproj import Transformer
+
+    from app.aoi import AOI
+    from app.layers import display_layers_for, layer_statistics
+    from app.scenes import aoi_mask
+
+    s2 = s2_window(192, 192, seed=8)
+    to_lonlat = Transformer.from_crs(32633, 4326, always_xy=True)
+    x0, y0 = 500_000.0, 4_986_000.0  # the window's upper-left corner
+    corners = [(x0 + 100, y0 - 100), (x0 + 1800, y0 - 100), (x0 + 100, y0 - 1800)]
+    ring = [list(to_lonlat.transform(x, y)) for x, y in [*corners, corners[0]]]
+    aoi = AOI.from_geojson({"type": "Polygon", "coordinates": [ring]})
+    inside = aoi_mask(s2, aoi)
+    out = generate(tiny_lulc_model, s2, GenerationTask(**LULC_TASK), aoi_mask=inside)
+    [layer] = [lay for lay in display_layers_for({"LULC": out["LULC"]}) if lay.source == "LULC"]
+    stats = layer_statistics(out["LULC"], layer)
+    assert stats["valid_pixels"] == int(inside.sum())
+    assert sum(c["area_km2"] for c in stats["classes"]) == pytest.approx(stats["total_km2"])
+    assert sum(c["percent"] for c in stats["classes"]) == pytest.approx(100.0)
+    # Pixel centres inside the polygon: the area matches the AOI to its pixelated edge.
+    assert stats["total_km2"] == pytest.approx(aoi.area_km2, rel=0.03)

@@ -129,11 +129,14 @@ def test_cli_generate_writes_cogs_and_a_stac_item(
     assert run_dir.parent == out and (run_dir / "item.json").is_file()
     with rasterio.open(run_dir / "LULC.tif") as src, rasterio.open(run_dir / "input.tif") as inp:
         classes = src.read(1)
+        nodata = src.nodata
         assert src.crs == inp.crs and src.crs.to_epsg() == 32633
         assert src.transform == inp.transform and classes.shape == inp.shape
     # The lon/lat bbox envelope of the UTM box: at least the box, at most a pixel more a side.
     assert 140 <= classes.shape[0] <= 142 and 160 <= classes.shape[1] <= 162
-    assert np.isin(classes, np.arange(10)).all()
+    # Classes inside the AOI; the file's nodata (255) only outside it, on the window's rim.
+    assert nodata == 255 and np.isin(classes, [*range(10), 255]).all()
+    assert np.isin(classes[1:-1, 1:-1], np.arange(10)).all()
 
 
 def test_cli_generate_unknown_item_is_a_clear_error(
