@@ -784,3 +784,14 @@ def test_a_run_link_with_markdown_shows_literally_in_the_error(
         error = page.get_by_test_id("stAlertContentError")
         expect(error).to_contain_text(value)
         expect(error.locator("a, img, strong, b, .katex")).to_have_count(0)
+
+
+def test_every_page_is_served_at_its_own_path(page: Any, server: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    with screenshots(page, "page-paths"):
+        for path, heading in [("search", "Search scenes"), ("runs", "Stored runs"),
+                              ("", "Search scenes")]:
+            page.goto(f"{server['url']}/{path}")
+            expect(page.get_by_role("heading", name=heading)).to_be_visible()
+            expect(page.get_by_text("Page not found")).to_have_count(0)

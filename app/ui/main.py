@@ -51,8 +51,7 @@ def _run_page() -> None:
     if run_param and run_param != state.RUN_ID.get():
         state.RUN_ID.set(run_param)
 
-    pages = [widgets.page(name) for name in widgets.available_pages()]
-    current = st.navigation(pages, position="sidebar")
+    current = st.navigation(widgets.navigation_pages(), position="sidebar")
     widgets.sidebar(settings)
     queue_panel.queue_panel(settings)
     current.run()

@@ -49,6 +49,11 @@ PAGES: dict[str, PageSpec] = {
 }
 
 
+#: URL path the default page reserves (Streamlit serves it at ``/`` only, never at its own
+#: path); its real path (``/search``) is served by a hidden alias, see :func:`navigation_pages`.
+DEFAULT_PAGE_RESERVED_PATH = "start"
+
+
 def page(name: str) -> Any:
     """The ``st.Page`` of a registered page (for ``st.navigation``, links and switching).
 
@@ -56,13 +61,27 @@ def page(name: str) -> Any:
         name: A key of :data:`PAGES`.
     """
     spec = PAGES[name]
+    default = name == next(iter(PAGES))
     return st.Page(
         PAGES_DIR / spec.file,
         title=spec.title,
         icon=spec.icon,
-        url_path=spec.url_path,
-        default=name == next(iter(PAGES)),
+        url_path=DEFAULT_PAGE_RESERVED_PATH if default else spec.url_path,
+        default=default,
     )
+
+
+def navigation_pages() -> list[Any]:
+    """The pages for ``st.navigation``: every available page, plus a hidden alias that serves
+    the default page at its own path too (``/search`` as well as ``/``)."""
+    names = available_pages()
+    pages = [page(name) for name in names]
+    first = next(iter(PAGES))
+    if first in names:
+        spec = PAGES[first]
+        pages.append(st.Page(PAGES_DIR / spec.file, title=spec.title, icon=spec.icon,
+                             url_path=spec.url_path, visibility="hidden"))
+    return pages
 
 
 def available_pages() -> list[str]:
