@@ -47,8 +47,10 @@ def test_real_chip_lulc(tiny_lulc_model, real_s2l2a: xr.DataArray) -> None:
         assert (layer.attrs["timesteps"], layer.attrs["seed"]) == (1, 3)
         assert layer.attrs["terratorch_version"]
         assert "noise" in layer.attrs["note"]
-        # Provenance attrs must be plain JSON types for the run store and GeoTIFF tags.
-        json.dumps(layer.attrs)
+        # Provenance attrs must be plain JSON types for the run store and GeoTIFF tags (the
+        # class map's nodata, rioxarray's _FillValue, is written as the GeoTIFF's nodata).
+        json.dumps({k: v for k, v in layer.attrs.items() if k != "_FillValue"})
+    assert lulc.rio.nodata == 255
     assert lulc.dtype == np.uint8 and lulc.shape == (1, 224, 224)
     assert lulc.attrs["units"] == "class"
     assert json.loads(lulc.attrs["class_names"]) == [c.name for c in LULC_CLASSES]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.escaping import markdown_text
 from app.runs import RunStore
 from app.ui.state import W
 from tests.fixtures.app_server import page_test
@@ -25,5 +26,5 @@ def test_reality_panel_checks_and_shows_results(app_run: Any) -> None:
     assert "NDVI" in " ".join(str(df.value) for df in at.dataframe)
     charts = at.get("vega_lite_chart")
     assert charts, "the generated-vs-real histogram is drawn"
-    labels = {c.label for c in at.checkbox}
-    assert "[R] NDVI" in labels and "[D] NDVI G − R" in labels
+    labels = " ".join(c.label for c in at.checkbox)
+    assert markdown_text("[R] NDVI") in labels and markdown_text("[D] NDVI G − R") in labels

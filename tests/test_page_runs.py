@@ -45,7 +45,7 @@ def test_reopen_switches_to_layers_with_the_run(app_run: Any) -> None:
     assert not at.exception and not at.error
     assert at.session_state["run_id"] == app_run.id
     # Now on the Layers page: its layer checkboxes are there.
-    assert any(c.label == markdown_text("[G] LULC") for c in at.checkbox)
+    assert any(c.label.endswith(markdown_text(" · [G] LULC")) for c in at.checkbox)
     assert at.query_params["run"] in (app_run.id, [app_run.id])
 
 
