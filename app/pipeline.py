@@ -100,6 +100,15 @@ class _Reporter:
         return report
 
 
+def _read_scene(spec: JobSpec, settings: Settings, report: _Reporter) -> xr.DataArray:
+    """Read the job's scene window (bounded by the settings' time-out and pixel limit)."""
+    report(0, 1, PHASE_READING)
+    return load_scene(list(spec.scene_items), spec.aoi,  # type: ignore[arg-type]
+                      stac_url=settings.stac_url, timeout_s=settings.stac_timeout_s,
+                      subscription_key=settings.pc_subscription_key,
+                      max_pixels=settings.max_read_pixels)
+
+
 def execute(
     spec: JobSpec,
     *,
@@ -136,11 +145,7 @@ def execute(
         return Outcome(geolocation=_geolocate(spec, settings, store, models, scene, report,
                                               cancel))
     if scene is None:
-        report(0, 1, PHASE_READING)
-        scene = load_scene(list(spec.scene_items), spec.aoi,  # type: ignore[arg-type]
-                           stac_url=settings.stac_url, timeout_s=settings.stac_timeout_s,
-                           subscription_key=settings.pc_subscription_key,
-                           max_pixels=settings.max_read_pixels)
+        scene = _read_scene(spec, settings, report)
     if scene.attrs.get("modality") != Modality.S2L2A.value:
         raise SceneError(
             f"TerraMind runs on Sentinel-2 L2A here; the loaded scene is "
@@ -215,11 +220,7 @@ def _geolocate(spec: JobSpec, settings: Settings, store: RunStore, models: Model
         truth = centre_lonlat(condition)
     else:
         if scene is None:
-            report(0, 1, PHASE_READING)
-            scene = load_scene(list(spec.scene_items), spec.aoi,  # type: ignore[arg-type]
-                               stac_url=settings.stac_url, timeout_s=settings.stac_timeout_s,
-                               subscription_key=settings.pc_subscription_key,
-                               max_pixels=settings.max_read_pixels)
+            scene = _read_scene(spec, settings, report)
         condition = scene
         truth = centre_lonlat(scene)
     key = model_key(spec, settings)

@@ -172,18 +172,24 @@ def layer_to_cog_bytes(da: xr.DataArray) -> bytes:
         return path.read_bytes()
 
 
+def _file_attrs(ds: Any) -> dict[str, Any]:
+    """A GeoTIFF's layer attrs: TerraLens' JSON tag when it wrote the file, else the file's
+    tags with its units, as an ``input`` layer that is not synthetic."""
+    tags = ds.tags()
+    if ATTRS_TAG in tags:
+        return dict(json.loads(tags[ATTRS_TAG]))
+    attrs: dict[str, Any] = {k: v for k, v in tags.items() if k not in _GDAL_TAGS}
+    units = {u for u in ds.units if u}
+    attrs.setdefault("units", units.pop() if len(units) == 1 else "")
+    attrs.setdefault("kind", "input")
+    attrs["synthetic"] = str(attrs.get("synthetic", "false")).lower() == "true"
+    return attrs
+
+
 def _restore(da: xr.DataArray, ds: rasterio.DatasetReader) -> xr.DataArray:
     """rioxarray's view of a GeoTIFF → the TerraLens raster contract."""
-    tags = ds.tags()
     descriptions = [d or str(i + 1) for i, d in enumerate(ds.descriptions)]
-    if ATTRS_TAG in tags:
-        attrs = json.loads(tags[ATTRS_TAG])
-    else:
-        attrs = {k: v for k, v in tags.items() if k not in _GDAL_TAGS}
-        units = {u for u in ds.units if u}
-        attrs.setdefault("units", units.pop() if len(units) == 1 else "")
-        attrs.setdefault("kind", "input")
-        attrs["synthetic"] = str(attrs.get("synthetic", "false")).lower() == "true"
+    attrs = _file_attrs(ds)
     nodata = ds.nodata
     if ds.dtypes[0] != "uint8":
         if nodata is not None and not np.isnan(nodata):
@@ -284,17 +290,9 @@ def _layer(ds: rasterio.DatasetReader, window: Window, max_pixels: int, *,
     data = ds.read(window=window, out_shape=(ds.count, out_h, out_w),
                    resampling=Resampling.nearest)
     transform = ds.window_transform(window) * Affine.scale(width / out_w, height / out_h)
-    tags = ds.tags()
     names = [d or str(i + 1) for i, d in enumerate(ds.descriptions)]
     nodata, crs = ds.nodata, ds.crs
-    if ATTRS_TAG in tags:
-        attrs = json.loads(tags[ATTRS_TAG])
-    else:
-        attrs = {k: v for k, v in tags.items() if k not in _GDAL_TAGS}
-        units = {u for u in ds.units if u}
-        attrs.setdefault("units", units.pop() if len(units) == 1 else "")
-        attrs.setdefault("kind", "input")
-        attrs["synthetic"] = str(attrs.get("synthetic", "false")).lower() == "true"
+    attrs = _file_attrs(ds)
     if factor > 1:
         attrs["read_decimation"] = factor
     if data.dtype != np.uint8:  # class maps stay uint8, the rest float32 with NaN for nodata
