@@ -8,19 +8,27 @@ hub, a pre-filled ``HF_HOME`` cache and a copied folder all hold the same files.
 The hub host is probed with a plain TCP connection first (``HUB_PROBE_TIMEOUT_S``): when it is
 unreachable only the local cache is consulted, so an offline machine fails in well under a
 second instead of sitting in ``huggingface_hub``'s retry loop (≈24 s per file here).
+
+A download has two limits (:func:`hub_limits`): a time-out per hub request
+(``TERRALENS_HUB_TIMEOUT``, for the metadata request and for each read of the file) and an
+overall deadline for all the files of one model (``TERRALENS_HUB_DEADLINE``), so a hub that
+trickles bytes cannot hold a run (or the Docker build) for ever.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import os
 import socket
 import threading
+import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 from inference.errors import InvalidRequestError, WeightsUnavailableError
@@ -33,6 +41,14 @@ WEIGHTS_UNTRAINED = "untrained"
 HUB_PROBE_TIMEOUT_S = 3.0
 
 _HUB_ORG = "ibm-esa-geospatial"
+
+#: Seconds per hub request (metadata, and each read of a file) unless TERRALENS_HUB_TIMEOUT.
+DEFAULT_HUB_TIMEOUT_S = 30.0
+#: Seconds for all the files of one model unless TERRALENS_HUB_DEADLINE (base: 1.4 GB).
+DEFAULT_HUB_DEADLINE_S = 3600.0
+
+#: ``on_bytes(file name, bytes so far, total bytes or None)`` while a file downloads.
+BytesFn = Callable[[str, int, "int | None"], None]
 
 
 @dataclass(frozen=True)
@@ -205,19 +221,140 @@ def _how_to_provide(files: list[WeightFile], weights: str) -> str:
     )
 
 
-def resolve_weight_files(files: list[WeightFile], weights: str) -> dict[str, Path]:
+@dataclass(frozen=True)
+class HubLimits:
+    """How long a hub download may take.
+
+    Attributes:
+        request_s: Seconds per request (the metadata request, and each read of the file).
+        deadline_s: Seconds for all the files of one :func:`resolve_weight_files` call.
+    """
+
+    request_s: float = DEFAULT_HUB_TIMEOUT_S
+    deadline_s: float = DEFAULT_HUB_DEADLINE_S
+
+
+def _seconds_env(name: str, default: float) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidRequestError(
+            f"{name} must be a finite number of seconds above 0, got {text!r}"
+        )
+    return value
+
+
+def hub_limits() -> HubLimits:
+    """The hub limits from ``TERRALENS_HUB_TIMEOUT`` and ``TERRALENS_HUB_DEADLINE`` (seconds).
+
+    Raises:
+        InvalidRequestError: a variable is not a finite positive number.
+    """
+    return HubLimits(
+        request_s=_seconds_env("TERRALENS_HUB_TIMEOUT", DEFAULT_HUB_TIMEOUT_S),
+        deadline_s=_seconds_env("TERRALENS_HUB_DEADLINE", DEFAULT_HUB_DEADLINE_S),
+    )
+
+
+class _DownloadCancelledError(Exception):
+    """Raised inside a download thread whose deadline has passed."""
+
+
+class _Transfer:
+    """The ``tqdm_class`` given to ``hf_hub_download``: reports bytes, stops when cancelled."""
+
+    def __init__(self, *, filename: str, cancel: threading.Event, on_bytes: BytesFn | None,
+                 total: int | None = None, initial: int = 0, **_: Any) -> None:
+        self.filename, self.cancel, self.on_bytes = filename, cancel, on_bytes
+        self.total, self.n = total, initial
+
+    def __enter__(self) -> _Transfer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: float | None = 1) -> None:
+        """Count ``n`` more bytes; raise when the download's deadline has passed."""
+        if self.cancel.is_set():
+            raise _DownloadCancelledError(self.filename)
+        self.n += int(n or 0)
+        if self.on_bytes is not None:
+            self.on_bytes(self.filename, self.n, self.total)
+
+    def close(self) -> None:
+        """Nothing to release (``tqdm`` API)."""
+
+
+def _hub_download(f: WeightFile, *, offline: bool, limits: HubLimits, deadline_at: float,
+                  on_bytes: BytesFn | None) -> str:
+    """``hf_hub_download`` under a per-request time-out and an overall deadline.
+
+    The download runs in a daemon thread; when the deadline passes first, the thread is told to
+    stop at its next chunk and :class:`WeightsUnavailableError` is raised at once.
+    """
+    from huggingface_hub import constants, hf_hub_download
+
+    if offline:
+        return hf_hub_download(f.repo_id, f.filename, local_files_only=True)
+    if not os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT"):  # the user's own setting wins
+        constants.HF_HUB_DOWNLOAD_TIMEOUT = max(1, math.ceil(limits.request_s))
+    cancel = threading.Event()
+    transfer = functools.partial(_Transfer, filename=f.filename, cancel=cancel,
+                                 on_bytes=on_bytes)
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["path"] = hf_hub_download(f.repo_id, f.filename, etag_timeout=limits.request_s,
+                                              tqdm_class=cast(Any, transfer))
+        except BaseException as err:  # handed to the waiting thread
+            outcome["error"] = err
+
+    worker = threading.Thread(target=work, name=f"hub-download-{f.filename}", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline_at - time.monotonic()))
+    if worker.is_alive():
+        cancel.set()
+        raise WeightsUnavailableError(
+            f"Downloading {f.repo_id}/{f.filename} from the Hugging Face hub did not finish "
+            f"within {limits.deadline_s:g} s (TERRALENS_HUB_DEADLINE): the hub or the network "
+            "is too slow. Raise TERRALENS_HUB_DEADLINE, or download the weights once with "
+            "`terralens weights download` (or `hf download`) and point TERRALENS_WEIGHTS at them."
+        )
+    err = outcome.get("error")
+    if isinstance(err, Exception) and not isinstance(err, OSError | WeightsUnavailableError):
+        # huggingface_hub lets its HTTP client's errors through (a read that timed out on every
+        # retry): the caller treats it like any other unreachable file.
+        raise OSError(f"{type(err).__name__}: {err}") from err
+    if err is not None:
+        raise err
+    return str(outcome["path"])
+
+
+def resolve_weight_files(files: list[WeightFile], weights: str, *,
+                         on_bytes: BytesFn | None = None,
+                         limits: HubLimits | None = None) -> dict[str, Path]:
     """Find every file on disk (downloading from the hub when ``weights == "hub"``).
 
     Args:
         files: From :func:`required_weight_files`.
         weights: ``hub`` or a local directory.
+        on_bytes: Told ``(file name, bytes so far, total)`` while a file downloads.
+        limits: Hub time-out and deadline (default: :func:`hub_limits`).
 
     Returns:
         Paths keyed by :attr:`WeightFile.key`.
 
     Raises:
-        WeightsUnavailableError: some files are missing; the message lists all of them and
-            says how to provide them.
+        WeightsUnavailableError: some files are missing (the message lists all of them and
+            says how to provide them), or the hub download passed its deadline.
+        InvalidRequestError: the hub limits in the environment are not valid.
     """
     kind = weights_kind(weights)
     found: dict[str, Path] = {}
@@ -237,13 +374,17 @@ def resolve_weight_files(files: list[WeightFile], weights: str) -> dict[str, Pat
             else:
                 found[f.key] = hit
     elif kind == WEIGHTS_HUB:
-        from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+        limits = limits or hub_limits()
+        deadline_at = time.monotonic() + limits.deadline_s
         offline = not hub_reachable()
         for f in files:
             try:
-                path = hf_hub_download(f.repo_id, f.filename, local_files_only=offline)
+                path = _hub_download(f, offline=offline, limits=limits, deadline_at=deadline_at,
+                                     on_bytes=on_bytes)
+            except WeightsUnavailableError:
+                raise  # the deadline passed: the other files would not fit in it either
             except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
                 logger.info("weight file %s/%s unavailable: %s", f.repo_id, f.filename, err)
                 missing.append(f)
