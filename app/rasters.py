@@ -36,7 +36,7 @@ import xarray as xr
 from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
@@ -248,8 +248,14 @@ def read_layer(source: str | Path | bytes, *, load: bool = True,
             if load:
                 da = da.load()
             return _restore(da, ds)
-    except RasterioIOError as err:
-        raise RunStoreError(f"cannot read layer file {str(path)!r}: {err}") from err
+    except (RasterioError, CPLE_BaseError) as err:
+        # The analyst sees the run's folder and file names, never the server's paths.
+        detail = " ".join(str(err).replace("See previous exception for details.", "").split())
+        detail = detail.rstrip(". ")[:160] or type(err).__name__
+        raise RunStoreError(
+            f"Layer file {path.name!r} of run {path.parent.name!r} cannot be read: it is damaged "
+            f"or incomplete ({detail}). Delete the run on the Runs page and run it again."
+        ) from err
 
 
 

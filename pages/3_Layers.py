@@ -56,7 +56,12 @@ st.caption(f"{markdown_text(run.title)} · run {markdown_code(run.id)} · "
 if run.synthetic:
     widgets.synthetic_badge({"untrained": run.untrained})
 
-layers = view.run_layers(run)
+layers = None
+with widgets.guard("Reading the run's layers"):
+    layers = view.run_layers(run)
+if layers is None:
+    widgets.page_link("runs", "Choose another stored run")
+    st.stop()
 added = state.ADDED_LAYERS.get()
 display = view.all_display_layers(layers, added)
 by_name = {layer.name: layer for layer in display}

@@ -794,3 +794,28 @@ def test_every_page_is_served_at_its_own_path(page: Any, server: dict[str, Any])
             page.goto(f"{server['url']}/{path}")
             expect(page.get_by_role("heading", name=heading)).to_be_visible()
             expect(page.get_by_text("Page not found")).to_have_count(0)
+
+
+def test_a_broken_run_shows_a_message_and_no_traceback(page: Any, server: dict[str, Any]) -> None:
+    """A run whose COGs were truncated on disk (a half-copied folder) opened by ``?run=``: the
+    analyst sees a message, never a Python traceback, an exception class's module or a path."""
+    from playwright.sync_api import expect
+
+    run = server["run"]
+    broken = server["data_dir"] / "runs" / "broken-copy"
+    shutil.copytree(run.path, broken)
+    for tif in broken.rglob("*.tif"):
+        data = tif.read_bytes()
+        tif.write_bytes(data[: len(data) // 3])
+    with screenshots(page, "broken-run"):
+        page.goto(f"{server['url']}/layers?run=broken-copy")
+        error = page.get_by_test_id("stAlertContentError").first
+        expect(error).to_contain_text("cannot be read")
+        _wait_idle(page)
+        message = error.inner_text()
+        text = page.locator("body").inner_text()
+    assert "broken-copy" in message and "damaged" in message
+    assert "Traceback" not in text and 'File "' not in text
+    assert "This app has encountered an error" not in text  # Streamlit's note for the uncaught
+    for leak in (str(server["data_dir"]), str(REPO), ".py", "site-packages", "rasterio._"):
+        assert leak not in message, leak

@@ -366,3 +366,19 @@ def test_a_catalog_scene_is_added_over_the_run(
     table = at.dataframe[0].value
     row = table[table["Layer"].str.endswith(f"Input S1RTC-VV · {s1_id}")]
     assert len(row) == 1 and row.iloc[0]["Units"] == "dB" and row.iloc[0]["Value"] != "no data"
+
+
+def test_a_run_with_damaged_files_is_a_clear_error(app_run: Any, app_env: Path) -> None:
+    """A half-copied run folder (its COGs truncated) gives a TerraLens message naming the run,
+    not an uncaught exception."""
+    import shutil
+
+    broken = app_env / "runs" / "damaged-copy"
+    shutil.copytree(app_run.path, broken)
+    for tif in broken.rglob("*.tif"):
+        data = tif.read_bytes()
+        tif.write_bytes(data[: len(data) // 3])
+    at = _open("damaged-copy", via_url=True)
+    assert not at.exception, at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "damaged-copy" in errors and "damaged" in errors.lower()
