@@ -104,7 +104,7 @@ def parse_lulc_composition(text: str) -> dict[int, float]:
 
 def cmd_geolocate(args: argparse.Namespace) -> int:
     """``terralens geolocate``: Monte-Carlo samples of where TerraMind thinks a place is."""
-    from inference.geolocate import to_csv, to_geojson
+    from inference.geolocate_summary import to_csv, to_geojson
 
     settings = _settings(args)
     if args.lulc:

@@ -34,7 +34,7 @@ class GeolocationOutcome:
 
     Attributes:
         result: The samples and parameters.
-        summary: :func:`inference.geolocate.summary` of the samples.
+        summary: :func:`inference.geolocate_summary.summary` of the samples.
         true_lonlat: The condition's known (lon, lat), when it has one.
     """
 

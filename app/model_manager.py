@@ -80,9 +80,9 @@ def load_model(key: ModelKey) -> Any:
         return load_geolocation_model(key.size, weights=key.weights,
                                       device=resolve_device(key.device))
     if key.kind == TIM:
-        from inference import tim
+        from inference import tim_checkpoints
 
-        return tim.load_tim_checkpoint(key.checkpoint, device=key.device)
+        return tim_checkpoints.load_tim_checkpoint(key.checkpoint, device=key.device)
     raise ValueError(f"unknown model kind {key.kind!r}")
 
 

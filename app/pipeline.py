@@ -206,7 +206,9 @@ def _run_inference(spec: JobSpec, scene: xr.DataArray, settings: Settings,
 def _geolocate(spec: JobSpec, settings: Settings, store: RunStore, models: ModelManager,
                scene: xr.DataArray | None, report: _Reporter, cancel: CancelFn | None,
                ) -> GeolocationOutcome:
-    from inference.geolocate import lulc_prompt, sample_locations, summary
+    from inference.geolocate import sample_locations
+    from inference.geolocate_conditions import lulc_prompt
+    from inference.geolocate_summary import summary
 
     condition: Any
     truth: tuple[float, float] | None = None

@@ -6,8 +6,8 @@ a Sentinel-2 L2A chip or a LULC class map. Each generation is one random draw, s
 spread is the uncertainty. Temperature / top-p / top-k shape the token sampler; the seed makes a
 run reproducible (per batch, as in :mod:`inference.generate`).
 
-This module loads the model and samples. The rest lives beside it and is re-exported here, so
-``inference.geolocate`` stays the one import for geolocation:
+This module loads the model and samples. The rest lives beside it (import each name from the
+module that defines it):
 
 * :mod:`inference.geolocate_conditions` — the condition chip and :func:`lulc_prompt`;
 * :mod:`inference.geolocate_samples` — strict parsing of the decoded texts (invalid samples are
@@ -31,26 +31,8 @@ import numpy as np
 
 from inference.errors import InvalidRequestError, RunCancelledError
 from inference.generate import batch_seed
-from inference.geolocate_conditions import lulc_prompt, prepare_condition
-from inference.geolocate_samples import (
-    INVALID_NOT_FINITE,
-    INVALID_OUT_OF_RANGE,
-    INVALID_UNPARSABLE,
-    GeolocationResult,
-    ParsedSample,
-    check_lonlat,
-    parse_sample,
-    parse_samples,
-)
-from inference.geolocate_summary import (
-    EARTH_RADIUS_KM,
-    WITHIN_KM,
-    haversine_km,
-    spherical_centroid,
-    summary,
-    to_csv,
-    to_geojson,
-)
+from inference.geolocate_conditions import prepare_condition
+from inference.geolocate_samples import GeolocationResult, parse_samples
 from inference.modalities import Modality
 from inference.models import (
     LoadedModel,
@@ -245,25 +227,4 @@ def sample_locations(
                              invalid_reasons=reasons, raw=tuple(texts))
 
 
-__all__ = [
-    "EARTH_RADIUS_KM",
-    "INVALID_NOT_FINITE",
-    "INVALID_OUT_OF_RANGE",
-    "INVALID_UNPARSABLE",
-    "WITHIN_KM",
-    "GeolocationModel",
-    "GeolocationResult",
-    "ParsedSample",
-    "check_lonlat",
-    "haversine_km",
-    "load_geolocation_model",
-    "lulc_prompt",
-    "parse_sample",
-    "parse_samples",
-    "prepare_condition",
-    "sample_locations",
-    "spherical_centroid",
-    "summary",
-    "to_csv",
-    "to_geojson",
-]
+__all__ = ["GeolocationModel", "load_geolocation_model", "sample_locations"]

@@ -2,10 +2,10 @@
 
 Two ways to segment with TerraMind live in TerraLens:
 
-* **Zero-shot water** (:func:`zero_shot_water`, implemented in :mod:`inference.water` and
-  re-exported here): TerraMind generates land cover from Sentinel-2 and water is read off it.
+* **Zero-shot water** (:func:`inference.water.zero_shot_water`): TerraMind generates land
+  cover from Sentinel-2 and water is read off it.
 * **Fine-tuned checkpoints** (:func:`segment` here; loading and input checks in
-  :mod:`inference.tim_checkpoints`, re-exported here): a terratorch ``SemanticSegmentationTask``
+  :mod:`inference.tim_checkpoints`): a terratorch ``SemanticSegmentationTask``
   checkpoint whose backbone is ``terramind_v1_*_tim``. A TiM backbone first generates its TiM
   modality (e.g. LULC) as tokens from the inputs and encodes both; the decoder head then
   predicts the classes.
@@ -38,18 +38,7 @@ from inference.generate import batch_seed
 from inference.modalities import CLASS_NODATA, LULC_CLASSES, Modality
 from inference.models import autocast_dtype, oom_as_error, terratorch_version
 from inference.tiling import CancelFn, ProgressFn, restrict_to_aoi, tiled_apply
-from inference.tim_checkpoints import (
-    INPUT_KEYS,
-    TimCheckpointInfo,
-    TimModel,
-    check_inputs,
-    load_tim_checkpoint,
-    read_tim_checkpoint,
-    required_inputs,
-    resolve_checkpoint,
-    terratorch_modality,
-)
-from inference.water import WATER_CLASSES, WATER_NODATA, water_from_lulc, zero_shot_water
+from inference.tim_checkpoints import TimModel, check_inputs
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -310,24 +299,5 @@ def segment(
     return out
 
 
-__all__ = [
-    "INPUT_KEYS",
-    "PREDICTION",
-    "PREDICTION_NODATA",
-    "PREDICTION_PROB",
-    "TIM_PREFIX",
-    "WATER_CLASSES",
-    "WATER_NODATA",
-    "TimCheckpointInfo",
-    "TimModel",
-    "check_inputs",
-    "load_tim_checkpoint",
-    "read_tim_checkpoint",
-    "required_inputs",
-    "resolve_checkpoint",
-    "seeded_rng",
-    "segment",
-    "terratorch_modality",
-    "water_from_lulc",
-    "zero_shot_water",
-]
+__all__ = ["PREDICTION", "PREDICTION_NODATA", "PREDICTION_PROB", "TIM_PREFIX", "seeded_rng",
+           "segment"]

@@ -15,8 +15,9 @@ import numpy as np
 import xarray as xr
 
 from inference.errors import InvalidRequestError
-from inference.generate import LULC_PROB, CancelFn, GenerationTask, ProgressFn, generate
+from inference.generate import LULC_PROB, GenerationTask, generate
 from inference.modalities import LULC_CLASSES, LULC_WATER, Modality
+from inference.tiling import CancelFn, ProgressFn
 
 #: Value written where the input had no data (class maps are uint8).
 WATER_NODATA = 255

@@ -7,7 +7,7 @@ import streamlit as st
 from app.escaping import markdown_code, markdown_text
 from app.job_store import JobRecord, JobState
 from app.runs import RunStore
-from app.tasks import TASKS, Knob, Task, task_label
+from app.tasks import RUN_PAGE_TASKS, TASKS, Knob, Task, task_label
 from app.ui import queue_panel, runtime, state, widgets
 from app.ui import run_view as view
 from app.ui.state import W
@@ -43,8 +43,8 @@ if settings.weights == "untrained":
 tasks = view.available_tasks()
 task = Task(st.radio("Task", [t.value for t in tasks], format_func=task_label, horizontal=True,
                      key=W.TASK, captions=[TASKS[t].help for t in tasks]))
-if len(tasks) < len(view.RUN_PAGE_TASKS):
-    missing = ", ".join(task_label(t) for t in view.RUN_PAGE_TASKS if t not in tasks)
+if len(tasks) < len(RUN_PAGE_TASKS):
+    missing = ", ".join(task_label(t) for t in RUN_PAGE_TASKS if t not in tasks)
     st.caption(f"Not available in this installation: {missing}.")
 knobs = TASKS[task].knobs
 c1, c2, c3 = st.columns(3)

@@ -141,7 +141,7 @@ def _show(outcome: GeolocationOutcome) -> None:
     with table_col:
         st.dataframe(view.summary_table(stats), hide_index=True, width="stretch")
         with widgets.guard("Preparing the downloads"):
-            from inference.geolocate import to_csv, to_geojson
+            from inference.geolocate_summary import to_csv, to_geojson
 
             geojson = to_geojson(result)
             geojson["properties"] = {**geojson.get("properties", {}), "summary": stats}

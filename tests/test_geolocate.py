@@ -13,17 +13,18 @@ import numpy as np
 import pytest
 
 from inference.errors import InvalidRequestError, RunCancelledError
-from inference.geolocate import (
+from inference.geolocate import sample_locations
+from inference.geolocate_conditions import lulc_prompt, prepare_condition
+from inference.geolocate_samples import (
     INVALID_NOT_FINITE,
     INVALID_OUT_OF_RANGE,
     INVALID_UNPARSABLE,
     GeolocationResult,
-    haversine_km,
-    lulc_prompt,
     parse_sample,
     parse_samples,
-    prepare_condition,
-    sample_locations,
+)
+from inference.geolocate_summary import (
+    haversine_km,
     spherical_centroid,
     summary,
     to_csv,

@@ -155,15 +155,16 @@ def test_fine_tuned_tim_checkpoint_runs_from_the_page(
     app_env: Path, tim_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import inference.tim
+    import inference.tim_checkpoints
 
     loads: list[tuple[str, Any]] = []
-    real_load = inference.tim.load_tim_checkpoint
+    real_load = inference.tim_checkpoints.load_tim_checkpoint
 
     def load(path_or_repo_id: Any, **kwargs: Any) -> Any:
         loads.append((str(path_or_repo_id), kwargs.get("device")))
         return real_load(path_or_repo_id, **kwargs)
 
-    monkeypatch.setattr(inference.tim, "load_tim_checkpoint", load)
+    monkeypatch.setattr(inference.tim_checkpoints, "load_tim_checkpoint", load)
     at = _choose_tim(_seeded().run(), str(tim_checkpoint))
     assert not at.exception and not at.error, [e.value for e in at.error]
     at.button(key=W.RUN).click().run()

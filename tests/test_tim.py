@@ -12,16 +12,13 @@ import xarray as xr
 
 from inference.errors import CheckpointError, InvalidRequestError, WeightsUnavailableError
 from inference.modalities import LULC_CLASSES, S2L2A_BANDS, Modality
-from inference.tim import (
-    PREDICTION,
-    PREDICTION_NODATA,
-    PREDICTION_PROB,
+from inference.tim import PREDICTION, PREDICTION_NODATA, PREDICTION_PROB, segment
+from inference.tim_checkpoints import (
     check_inputs,
     load_tim_checkpoint,
     read_tim_checkpoint,
     required_inputs,
     resolve_checkpoint,
-    segment,
     terratorch_modality,
 )
 from tests.fixtures.models import s2_window

@@ -175,7 +175,7 @@ def test_bad_inputs_are_refused() -> None:
 
 @pytest.mark.model
 def test_zero_shot_water_layers_polygons_and_areas_agree(tiny_lulc_model: Any) -> None:
-    from inference.tim import WATER_NODATA, zero_shot_water
+    from inference.water import WATER_NODATA, zero_shot_water
 
     s2 = s2_window(96, 130, seed=11)
     s2.values[:, :6, :] = np.nan  # a no-data strip

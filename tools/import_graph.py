@@ -1,4 +1,4 @@
-"""The code's structure from its own imports: cycles, upward imports, largest modules.
+"""The code's structure from its own imports: cycles, upward imports, re-exports, largest modules.
 
     python tools/import_graph.py              # this checkout
     python tools/import_graph.py --root DIR   # another checkout (e.g. a `git worktree` of an
@@ -6,8 +6,10 @@
 
 Imports are read with :mod:`ast` (lazy imports inside functions and ``TYPE_CHECKING`` blocks
 count too). "Upward" means a core module of ``app/`` importing the Streamlit screens
-(``app/ui``) or Streamlit itself, or ``inference/`` importing ``app``. ``tests/test_structure.py``
-asserts there are none and no cycles.
+(``app/ui``) or Streamlit itself, or ``inference/`` importing ``app``. A re-export is
+``from m import name`` where ``m`` does not define ``name`` (it imported it), or an ``__all__``
+naming what the module does not define. ``tests/test_structure.py`` asserts there are no
+upward imports, no cycles and no re-exports.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 PACKAGES = ("app", "inference")
+#: Folders whose imports are checked for re-exports (everything that imports the packages).
+IMPORTERS = (*PACKAGES, "pages", "tests", "bench", "tools")
 STREAMLIT = frozenset({"streamlit", "streamlit_folium"})
 
 
@@ -52,6 +56,66 @@ def graph(root: Path) -> dict[str, set[str]]:
     packages = {name for name, path in found.items() if path.name == "__init__.py"}
     return {name: {i for i in imports(path) if i in found and i != name} - packages
             for name, path in found.items()}
+
+
+def defined_names(path: Path) -> set[str]:
+    """Names a module defines at its top level (``def``, ``class``, assignments), including
+    under top-level ``if``/``try``/``with`` blocks; imported names are not definitions."""
+    names: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+            elif isinstance(node, ast.If | ast.With):
+                visit(node.body)
+                visit(getattr(node, "orelse", []))
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                visit(node.orelse)
+                visit(node.finalbody)
+                for handler in node.handlers:
+                    visit(handler.body)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")).body)
+    return names
+
+
+def _dunder_all(tree: ast.Module) -> list[str]:
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.List | ast.Tuple)
+                and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)):
+            return [e.value for e in node.value.elts
+                    if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+    return []
+
+
+def reexports(root: Path) -> list[str]:
+    """Names imported from a project module that does not define them, and ``__all__`` entries
+    a module does not define, as ``file:line: text`` (empty when every name is imported from
+    where it is defined)."""
+    found = modules(root)
+    defs = {name: defined_names(path) for name, path in found.items()}
+    out: list[str] = []
+    for folder in IMPORTERS:
+        for path in sorted((root / folder).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            name = module_name(root, path)
+            if name in defs:
+                out += [f"{rel}: __all__ names {n!r}, defined elsewhere"
+                        for n in _dunder_all(tree) if n not in defs[name]]
+            for node in ast.walk(tree):
+                if not (isinstance(node, ast.ImportFrom) and node.level == 0
+                        and node.module in defs):
+                    continue
+                out += [f"{rel}:{node.lineno}: from {node.module} import {a.name}"
+                        for a in node.names if a.name not in defs[node.module]
+                        and f"{node.module}.{a.name}" not in found]
+    return out
 
 
 def is_core(name: str) -> bool:
@@ -136,6 +200,7 @@ def report(root: Path) -> str:
     out += _lines("upward imports", (f"{k} -> {', '.join(v)}" for k, v in upward(deps).items()))
     out += _lines("core modules importing Streamlit",
                   (f"{k}: {', '.join(v)}" for k, v in streamlit_in_core(root).items()))
+    out += _lines("re-exports", reexports(root))
     out += _lines("largest modules", (f"{n}: {lines} lines" for n, lines in largest(root)))
     return "\n".join(out)
 
