@@ -23,7 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from app.runs import process_alive
+from app.atomic_files import process_alive
 from app.tasks import JobSpec
 from inference.errors import RunStoreError
 

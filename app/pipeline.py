@@ -22,9 +22,11 @@ from app.catalog import scene_href
 from app.exports import segmentation_files
 from app.geolocation import GeolocationOutcome, centre_lonlat
 from app.model_manager import GENERATION, GEOLOCATION, TIM, ModelKey, ModelManager
-from app.runs import Run, RunRequest, RunStore
+from app.run_request import RunRequest
+from app.runs import RunStore
 from app.scenes import aoi_mask, load_scene
 from app.settings import Settings
+from app.stored_run import Run
 from app.tasks import Condition, JobSpec, Task
 from inference.errors import CheckpointError, InvalidRequestError, SceneError
 from inference.modalities import Modality

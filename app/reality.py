@@ -55,7 +55,8 @@ from inference.errors import AssetAccessError, CatalogError, InvalidRequestError
 from inference.modalities import LULC_CLASSES, MODALITY_INFO, S1_BANDS, Modality
 
 if TYPE_CHECKING:
-    from app.runs import Run, RunStore
+    from app.runs import RunStore
+    from app.stored_run import Run
 
 #: Default search window (± days around the scene) for Sentinel-1 counterparts.
 DEFAULT_S1_DAYS = 12

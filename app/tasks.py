@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from app.aoi import AOI
-from app.runs import RunRequest
+from app.run_request import RunRequest
 from inference.errors import InvalidRequestError
 from inference.modalities import GENERATABLE, LULC_CLASSES, Modality
 from inference.models import ModelSize, normalise_outputs, parse_model_size

@@ -36,7 +36,8 @@ from rasterio.errors import RasterioError
 
 from app.colors import CLASS_NODATA, RAMPS, Style, StyleKind, colourise
 from app.layers import DisplayLayer, display_layers_for
-from app.runs import Run, RunStore
+from app.runs import RunStore
+from app.stored_run import Run
 from inference.errors import InvalidRequestError, RunStoreError, TerraLensError
 
 log = logging.getLogger(__name__)

@@ -1,25 +1,20 @@
-"""The run store: requests and keys, atomic saves, find/list/open/delete, the STAC Item."""
+"""The run store: atomic saves, find/list/open/delete, sweeping, a run's layers and files."""
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import threading
 
 import numpy as np
-import pystac
-import pystac.validation
 import pytest
-import shapely.geometry
 
 import app.runs as runs_module
-from app.aoi import AOI
 from app.layers import display_layers_for
-from app.runs import INPUT_LAYER, RunRequest, RunStore
+from app.run_item import INPUT_LAYER
+from app.run_request import RunRequest
+from app.runs import RunStore
 from inference.errors import InvalidRequestError, RunStoreError
-from inference.modalities import LULC_CLASSES
-from tests.fixtures.runs import SCENE_DATETIME, SCENE_ID, make_sample_layers
+from tests.fixtures.runs import make_sample_layers
 
 
 @pytest.fixture(scope="module")
@@ -37,65 +32,6 @@ def _save(store, sample, **request_changes):
         fields = request.to_dict() | request_changes
         request = RunRequest.from_dict(fields)
     return store.save(request, layers, provenance=full.provenance)
-
-
-# -- RunRequest -----------------------------------------------------------------------------------
-def test_equivalent_requests_have_the_same_key(sample_layers):
-    request = sample_layers.request
-    geometry = request.aoi
-    other = RunRequest(
-        scene_id=f"  {request.scene_id} ",
-        aoi={"type": "Feature", "properties": {"name": "x"},
-             "geometry": {"type": "Polygon",
-                          "coordinates": [[tuple(p) for p in geometry["coordinates"][0]]]}},
-        task=request.task,
-        params=list(reversed(list(request.params_dict.items()))),
-        model=request.model,
-        weights=request.weights,
-    )
-    assert other == request
-    assert other.key == request.key
-    assert hash(other) == hash(request)
-    assert len(request.key) == 16 and int(request.key, 16) >= 0
-
-
-def test_an_aoi_object_gives_the_same_key_as_its_geometry():
-    aoi = AOI.from_bbox(15.0, 45.0, 15.02, 45.01)
-    by_object = RunRequest("S2A_X", aoi, "generate", {"seed": 0})
-    by_dict = RunRequest("S2A_X", aoi.geometry, "generate", {"seed": 0})
-    assert by_object.key == by_dict.key
-
-
-@pytest.mark.parametrize("change", [
-    {"scene_id": "S2B_OTHER"}, {"task": "water"}, {"model": "terramind_v1_base_generate"},
-    {"weights": "untrained"}, {"params": {"seed": 1, "timesteps": 10}},
-])
-def test_any_change_gives_a_different_key(sample_layers, change):
-    request = sample_layers.request
-    changed = RunRequest.from_dict(request.to_dict() | change)
-    assert changed.key != request.key
-
-
-def test_request_round_trips_through_json(sample_layers):
-    request = sample_layers.request
-    again = RunRequest.from_dict(json.loads(json.dumps(request.to_dict())))
-    assert again == request and again.key == request.key
-    assert request.params_dict["outputs"] == ["S1GRD", "LULC", "NDVI", "DEM"]
-
-
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"scene_id": ""}, "scene_id"),
-    ({"task": None}, "task"),
-    ({"aoi": {"type": "Polygon"}}, "coordinates"),
-    ({"aoi": "not json"}, "GeoJSON"),
-    ({"params": {"nested": {"a": 1}}}, "nested"),
-    ({"params": 5}, "params"),
-])
-def test_bad_requests_are_refused_with_the_bad_value(kwargs, match):
-    base = {"scene_id": "S2A_X", "aoi": AOI.from_bbox(15, 45, 15.01, 45.01).geometry,
-            "task": "generate", "params": {}}
-    with pytest.raises(InvalidRequestError, match=match):
-        RunRequest(**(base | kwargs))
 
 
 # -- RunStore -------------------------------------------------------------------------------------
@@ -253,76 +189,6 @@ def test_bad_layer_names_and_ids_are_refused(tmp_path, sample):
         store.save(full.request, {}, provenance={})
     with pytest.raises(RunStoreError, match="not a run id"):
         store.open("../etc")
-
-
-def test_item_is_a_stac_item_with_aoi_datetime_provenance_and_assets(sample_run, monkeypatch):
-    _, run = sample_run
-    item = pystac.Item.from_file(str(run.path / "item.json"))
-    assert item.id == run.id
-    assert shapely.geometry.shape(item.geometry).equals(
-        shapely.geometry.shape(run.request.aoi))
-    assert item.datetime.isoformat() == SCENE_DATETIME
-    props = item.properties
-    assert props["terralens:scene_id"] == SCENE_ID
-    assert props["terralens:synthetic"] is True
-    prov = props["terralens:provenance"]
-    for key in ("model", "weights", "timesteps", "seed", "offset_applied", "untrained",
-                "terratorch_version", "scene_id"):
-        assert key in prov
-    assert "created" in props
-    s1 = item.assets["S1GRD"]
-    assert s1.media_type == pystac.MediaType.COG
-    assert "data" in s1.roles and "synthetic" in s1.roles
-    assert [b["name"] for b in s1.extra_fields["bands"]] == ["VV", "VH"]
-    assert {b["unit"] for b in s1.extra_fields["bands"]} == {"dB"}
-    assert {(b["data_type"], b["nodata"]) for b in s1.extra_fields["bands"]} == {
-        ("float32", "nan")}
-    assert s1.extra_fields["terralens:kind"] == "generated"
-    assert s1.extra_fields["proj:code"] == "EPSG:32633"
-    assert "input" in item.assets["input"].roles
-    lulc = item.assets["LULC"].extra_fields
-    assert lulc["bands"][0]["data_type"] == "uint8" and lulc["bands"][0]["nodata"] == 255
-    water = lulc["classification:classes"][1]
-    assert water["value"] == 1 and water["name"] == "Water"
-    assert water["color_hint"] == LULC_CLASSES[1].colour.lstrip("#").upper()
-    assert props["processing:software"]["terralens"]
-    assert props["processing:software"]["terratorch"] == prov["terratorch_version"]
-    assert item.assets["DEM"].get_absolute_href().endswith(f"{run.id}/DEM.tif")
-
-    # The core Item schema ships with pystac; validate it with the network cut off.
-    def no_network(*_args, **_kwargs):
-        raise OSError("tests have no network")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    core = json.loads((run.path / "item.json").read_text())
-    core["stac_extensions"] = []
-    assert pystac.validation.validate_dict(core)
-
-
-def test_catalog_links_every_run(tmp_path, sample):
-    store = RunStore(tmp_path)
-    run = _save(store, sample)
-    catalog = pystac.Catalog.from_file(str(tmp_path / "catalog.json"))
-    items = list(catalog.get_items())
-    assert [i.id for i in items] == [run.id]
-    store.delete(run.id)
-    catalog = json.loads((tmp_path / "catalog.json").read_text())
-    assert [link for link in catalog["links"] if link["rel"] == "item"] == []
-
-
-def test_a_run_links_the_scene_it_was_derived_from(tmp_path, sample):
-    full, layers = sample
-    href = "http://127.0.0.1:8081/api/stac/v1/collections/sentinel-2-l2a/items/S2A_X"
-    store = RunStore(tmp_path)
-    run = store.save(full.request, layers, provenance=full.provenance | {"scene_href": href})
-    item = json.loads((run.path / "item.json").read_text())
-    derived = [link for link in item["links"] if link["rel"] == "derived_from"]
-    assert [link["href"] for link in derived] == [href]
-    other = full.request.to_dict()
-    other["params"] = other["params"] | {"seed": 99}
-    without = store.save(RunRequest.from_dict(other), layers, provenance=full.provenance)
-    links = json.loads((without.path / "item.json").read_text())["links"]
-    assert not [link for link in links if link["rel"] == "derived_from"]
 
 
 def test_a_run_keeps_its_vector_files_beside_the_layers(tmp_path, sample):
