@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.reality import DEFAULT_S1_DAYS, check_run, save_report
+from app.reality import DEFAULT_S1_DAYS, check_run
+from app.reality_report import save_report
 from app.runs import RunStore
 from app.settings import load_settings
 from inference.errors import InvalidRequestError

@@ -16,12 +16,10 @@ import pandas as pd
 import streamlit as st
 
 from app.metrics import histogram2d
-from app.reality import (
-    DEFAULT_S1_DAYS,
+from app.reality import DEFAULT_S1_DAYS, check_run, checkable_layers
+from app.reality_report import (
     DIFF_PREFIX,
     REAL_PREFIX,
-    check_run,
-    checkable_layers,
     metrics_rows,
     rows_to_csv,
     save_report,
