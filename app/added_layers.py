@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from app.aoi import AOI
 from app.catalog import Collection, SearchRequest, search_scenes
 from app.scenes import load_scene
 from app.settings import DEFAULT_MAX_READ_PIXELS
@@ -86,7 +85,7 @@ def catalog_candidates(run: Any, collection: str, days: int, *, stac_url: str,
     """
     when = run.datetime or run.created
     day = when.date() if isinstance(when, dt.datetime) else dt.datetime.now(dt.UTC).date()
-    request = SearchRequest(aoi=AOI(run.request.aoi), start=day - dt.timedelta(days=int(days)),
+    request = SearchRequest(aoi=run.aoi, start=day - dt.timedelta(days=int(days)),
                             end=day + dt.timedelta(days=int(days)),
                             collection=Collection(collection),
                             max_cloud=100.0, limit=50)
@@ -103,7 +102,7 @@ def load_catalog_layer(scene: Any, run: Any, *, stac_url: str, timeout_s: float,
         SceneError, AssetAccessError: the scene cannot be read over the AOI.
         InvalidAOIError: the window holds more than ``max_pixels`` values.
     """
-    da = load_scene([scene.item], AOI(run.request.aoi), stac_url=stac_url, timeout_s=timeout_s,
+    da = load_scene([scene.item], run.aoi, stac_url=stac_url, timeout_s=timeout_s,
                     subscription_key=subscription_key, max_pixels=max_pixels)
     source = added_source_name(scene.id, scene.id.encode())
     return source, prepare_added(da, scene.id)

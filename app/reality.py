@@ -22,7 +22,6 @@ import numpy as np
 import rioxarray  # noqa: F401  (the .rio accessor)
 import xarray as xr
 
-from app.aoi import AOI
 from app.colors import CLASS_NODATA
 from app.counterparts import Counterpart, CounterpartQuery, read_counterpart
 from app.layers import KIND_DIFFERENCE, KIND_REALITY
@@ -163,7 +162,7 @@ def check_run(run: Run, *, stac_url: str, s1_days: int = DEFAULT_S1_DAYS,
         raise InvalidRequestError(
             f"run {run.id!r} has no generated DEM, LULC, S1GRD, S1RTC or NDVI layer to check "
             "against real data")
-    ctx = CounterpartQuery(run, AOI(run.request.aoi), stac_url, timeout_s, s1_days, has_pc_key,
+    ctx = CounterpartQuery(run, run.aoi, stac_url, timeout_s, s1_days, has_pc_key,
                    signer or HrefSigner(stac_url, timeout_s=min(timeout_s, 10.0)))
     checks = [_compare(ctx, name, layers[name], modality) for name, modality in targets.items()]
     return RealityReport(run.id, stac_url, s1_days, checks)

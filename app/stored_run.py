@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pystac
 import xarray as xr
 
+from app.aoi import AOI
 from app.rasters import read_layer
 from app.run_item import INPUT_LAYER, raster_assets
 from app.run_request import RunRequest
@@ -40,6 +42,11 @@ class Run:
 
     def __hash__(self) -> int:
         return hash((self.id, self.created))
+
+    @cached_property
+    def aoi(self) -> AOI:
+        """The request's AOI as the frozen value (built once per run)."""
+        return AOI(self.request.aoi)
 
     @property
     def provenance(self) -> dict[str, Any]:

@@ -184,7 +184,7 @@ if selected is not None and aoi is not None:
 loaded = state.SCENE.get()
 if loaded is not None:
     st.subheader("Loaded scene")
-    if state.SCENE_AOI_JSON.get() != state.AOI_JSON.get():
+    if state.get_scene_aoi() != state.get_aoi():
         st.warning("The area changed since this scene was loaded: load it again for the new AOI.")
     st.markdown(view.loaded_scene_markdown(loaded))
     widgets.page_link("run", "Continue: run TerraMind on this scene →")

@@ -81,14 +81,14 @@ else:
         text, estimate_s = view.estimate(
             scene, task, tuple(Modality(o) for o in outputs) if outputs
             else (Modality.LULC,), timesteps=timesteps, size=size, device=device,
-            aoi_json=state.SCENE_AOI_JSON.get())
+            aoi=state.get_scene_aoi())
         st.info(text, icon=":material/timer:")
 
 # -- Submit --------------------------------------------------------------------------------------
 if st.button("Run", type="primary", key=W.RUN, icon=":material/play_arrow:"):
     with widgets.guard("Submitting the run"):
         spec = view.build_spec(
-            items=state.SCENE_ITEMS.get(), aoi_json=state.SCENE_AOI_JSON.get(), task=task,
+            items=state.SCENE_ITEMS.get(), aoi=state.get_scene_aoi(), task=task,
             outputs=outputs, size=size, timesteps=timesteps, seed=seed, checkpoint=checkpoint,
         )
         job = runtime.job_runtime(settings).submit(
@@ -130,7 +130,7 @@ def _ended(job: JobRecord) -> None:
                    "was stored.")
         if st.button("Run again", key=W.RUN_AGAIN, icon=":material/replay:"):
             same_scene = job.spec.scene_id == str(scene.attrs.get("scene_id", "")) and \
-                state.SCENE_AOI_JSON.get() == (job.spec.aoi.to_json() if job.spec.aoi else None)
+                state.get_scene_aoi() == job.spec.aoi
             again = runtime.job_runtime(settings).rerun(
                 job.id, session=runtime.session_id(), scene=scene if same_scene else None)
             if again is not None:

@@ -11,7 +11,6 @@ import streamlit as st
 from streamlit_folium import st_folium
 
 from app import added_layers
-from app.aoi import AOI
 from app.charts import class_chart, histogram_chart
 from app.colors import StyleKind
 from app.escaping import markdown_code, markdown_text
@@ -307,7 +306,7 @@ with add_tab:
     if url and st.button("Add from URL", key=W.ADD_URL_BUTTON):
         with (widgets.guard("Reading the GeoTIFF URL"),
               st.spinner("Reading the window over the run…")):
-            raw = read_layer_window(url, AOI(run.request.aoi).bbox,
+            raw = read_layer_window(url, run.aoi.bbox,
                                     timeout_s=settings.stac_timeout_s,
                                     allow_private=settings.allow_private_urls,
                                     max_pixels=settings.max_read_pixels)

@@ -8,7 +8,6 @@ from typing import Any
 import streamlit as st
 from streamlit_folium import st_folium
 
-from app.aoi import AOI
 from app.escaping import markdown_code, markdown_text
 from app.geolocation import GeolocationOutcome
 from app.job_store import JobState
@@ -92,12 +91,11 @@ seed = c5.number_input("Seed", 0, 2**31 - 1, 0, key=W.GEO_SEED)
 if st.button("Sample locations", type="primary", key=W.GEO_RUN, disabled=condition is None,
              icon=":material/casino:"):
     with widgets.guard("Submitting the geolocation"):
-        aoi_json = state.SCENE_AOI_JSON.get()
         spec = JobSpec(
             task=Task.GEOLOCATE, condition=mode, size=size, samples=int(samples),
             temperature=float(temperature), top_p=float(top_p), seed=int(seed),
             scene_items=state.SCENE_ITEMS.get() if mode is Condition.SCENE else (),
-            aoi=AOI.from_json(aoi_json) if mode is Condition.SCENE and aoi_json else None,
+            aoi=state.get_scene_aoi() if mode is Condition.SCENE else None,
             source_run=run_id if mode is Condition.RUN_LULC else None,
             prompt=tuple(prompt.items()),
         )

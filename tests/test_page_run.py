@@ -263,7 +263,7 @@ def test_an_interrupted_job_offers_run_again(
     _, aoi = _scene()
     spec = run_view.build_spec(
         items=({"id": "S2A_TEST_SCENE", "collection": "sentinel-2-l2a", "properties": {}},),
-        aoi_json=aoi.to_json(), task="generation", outputs=["LULC"], size="tiny", timesteps=1,
+        aoi=aoi, task="generation", outputs=["LULC"], size="tiny", timesteps=1,
         seed=0, checkpoint=None)
     jobs = JobStore.beside(app_env / "runs")
     # A job the server was running when it stopped.

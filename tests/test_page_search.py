@@ -187,3 +187,25 @@ def test_new_drawing_is_detected_once() -> None:
     assert search_view.new_drawing(value, first) is None
     assert search_view.new_drawing({"last_active_drawing": None}, first) is None
     assert search_view.aoi_from_map(value).area_km2 > 0
+
+
+@pytest.mark.parametrize(("same_area", "warned"), [(True, False), (False, True)])
+def test_a_loaded_scene_warns_when_the_area_changed_since(
+    app_env: Path, aoi_a: AOI, same_area: bool, warned: bool
+) -> None:
+    from tests.fixtures.models import s2_window
+
+    scene = s2_window(24, 20, seed=5)
+    scene.attrs.update({"scene_id": "S2A_TEST_SCENE", "datetime": "2022-06-15T10:00:31Z"})
+    at = page_test(PAGE)
+    at.session_state["scene"] = scene
+    # The scene's AOI as a Feature: the same area in another spelling is not a change.
+    at.session_state["scene_aoi"] = (
+        '{"type": "Feature", "properties": {}, "geometry": ' + aoi_a.to_json() + "}")
+    at.session_state["aoi"] = (aoi_a if same_area else AOI.from_bbox(15, 45, 15.01, 45.01)
+                               ).to_json()
+    at.run()
+    assert not at.exception
+    assert any("Loaded scene" in h.value for h in at.subheader)
+    changed = [w.value for w in at.warning if "area changed" in w.value]
+    assert bool(changed) is warned, changed

@@ -55,7 +55,7 @@ def check_scene(scene: Any) -> Any:
 
 
 def estimate(scene: Any, task: Task, outputs: tuple[Modality, ...], *, timesteps: int,
-             size: str, device: str, aoi_json: str | None = None) -> tuple[str, float | None]:
+             size: str, device: str, aoi: AOI | None = None) -> tuple[str, float | None]:
     """"N chips of 224 px · about T on DEVICE" for the scene window (or why not), and the
     estimated seconds (``None`` when there is nothing to run).
 
@@ -71,7 +71,7 @@ def estimate(scene: Any, task: Task, outputs: tuple[Modality, ...], *, timesteps
     h, w = int(scene.sizes["y"]), int(scene.sizes["x"])
     gen_task = GenerationTask(outputs=outputs, timesteps=int(timesteps))
     valid = np.isfinite(np.asarray(scene.values)).all(axis=0)
-    inside = aoi_mask(scene, AOI.from_json(aoi_json)) if aoi_json else np.ones_like(valid)
+    inside = aoi_mask(scene, aoi) if aoi is not None else np.ones_like(valid)
     try:
         wanted = restrict_to_aoi(valid, inside)  # what generate() will compute
     except InvalidRequestError as err:
@@ -99,7 +99,7 @@ def format_seconds(seconds: float) -> str:
 
 
 def build_spec(
-    *, items: Sequence[dict[str, Any]], aoi_json: str | None, task: Task | str,
+    *, items: Sequence[dict[str, Any]], aoi: AOI | None, task: Task | str,
     outputs: Sequence[str], size: str, timesteps: int, seed: int, checkpoint: str | None,
 ) -> JobSpec:
     """The job for the loaded scene and the chosen parameters (knobs that do not apply to the
@@ -109,7 +109,7 @@ def build_spec(
         InvalidRequestError: no outputs chosen, or a bad parameter.
         SceneError: the scene was not loaded from catalog items.
     """
-    if not items or not aoi_json:
+    if not items or aoi is None:
         raise SceneError("The loaded scene has no catalog items: load it again on the Search "
                          "page.")
     task = Task(task)
@@ -118,7 +118,7 @@ def build_spec(
             f"Choose at least one output to generate from {output_choices()}."
         )
     return JobSpec(
-        task=task, scene_items=tuple(items), aoi=AOI.from_json(aoi_json),
+        task=task, scene_items=tuple(items), aoi=aoi,
         outputs=tuple(Modality(o) for o in outputs) if task is Task.GENERATE
         else (Modality.LULC,),
         size=parse_model_size(size), timesteps=int(timesteps), seed=int(seed),

@@ -9,13 +9,16 @@ Values kept across pages live in non-widget keys: Streamlit drops a widget's sta
 page holding the widget is not shown, so widgets read their default from a state key and write
 the chosen value back.
 
-The AOI is stored as its canonical JSON (``AOI.to_json()``); the loaded scene (a possibly large
-``xarray.DataArray``) lives under the single key :data:`SCENE`.
+The AOI is stored as its canonical JSON (``AOI.to_json()``) and read back as the frozen
+:class:`~app.aoi.AOI` value through :func:`get_aoi` and :func:`get_scene_aoi` (each text is
+parsed once); the loaded scene (a possibly large ``xarray.DataArray``) lives under the single key
+:data:`SCENE`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -243,16 +246,33 @@ class W:
 
 
 # -- Typed helpers --------------------------------------------------------------------------------
-def get_aoi() -> AOI | None:
-    """The AOI, parsed from :data:`AOI_JSON` (``None`` if unset or unreadable)."""
-    text = AOI_JSON.get()
+@functools.lru_cache(maxsize=32)
+def _parse_aoi(text: str) -> AOI:
+    """The AOI of a canonical JSON text, parsed once per text (an AOI is frozen, so one value
+    can serve every page and session holding the same text)."""
+    return AOI.from_json(text)
+
+
+def _aoi_under(key: Key[str | None]) -> AOI | None:
+    text = key.get()
     if not text:
         return None
     try:
-        return AOI.from_json(text)
+        return _parse_aoi(text)
     except InvalidAOIError:
-        AOI_JSON.clear()
+        key.clear()
         return None
+
+
+def get_aoi() -> AOI | None:
+    """The search AOI held in :data:`AOI_JSON` (``None`` if unset or unreadable)."""
+    return _aoi_under(AOI_JSON)
+
+
+def get_scene_aoi() -> AOI | None:
+    """The AOI the loaded scene was read for, held in :data:`SCENE_AOI_JSON` (``None`` if unset
+    or unreadable)."""
+    return _aoi_under(SCENE_AOI_JSON)
 
 
 def set_aoi(aoi: AOI | None, source: str = "") -> None:
