@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import app.runs as runs_module
+from app.aoi import AOI
 from app.layers import display_layers_for
 from app.run_item import INPUT_LAYER
 from app.run_request import RunRequest
@@ -48,6 +49,7 @@ def test_save_then_find_open_and_load(tmp_path, sample):
     assert opened.layer_names == ["S1GRD", "LULC", "DEM"]
     assert opened.input_name is None
     assert opened.synthetic and not opened.untrained
+    assert opened.aoi == AOI(full.request.aoi) and opened.aoi is opened.aoi  # built once
     dem = opened.load_layer("DEM")
     np.testing.assert_array_equal(dem.values, layers["DEM"].values)
     assert dem.attrs == layers["DEM"].attrs
