@@ -25,6 +25,7 @@ from typing import Any, NoReturn, TextIO
 from app.catalog import MAX_LIMIT, Collection, SceneSummary, SearchRequest, search_scenes
 from app.cli_args import aoi_from_args
 from app.cli_check import add_check
+from app.cli_report import add_report
 from app.cli_tasks import add_generate, add_geolocate, add_segment
 from app.cli_weights import add_weights
 from app.settings import load_settings
@@ -137,7 +138,7 @@ def _add_search(subparsers: Any) -> None:
 
 #: Parser builders, one per subcommand (append new ones here).
 SUBCOMMANDS: list[Callable[[Any], None]] = [
-    _add_search, add_generate, add_segment, add_geolocate, add_weights, add_check,
+    _add_search, add_generate, add_segment, add_geolocate, add_weights, add_check, add_report,
 ]
 
 

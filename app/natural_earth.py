@@ -18,17 +18,13 @@ from typing import Any
 import numpy as np
 
 from app.map_tools import WORLD_ATLAS
-from inference.errors import TerraLensError
+from inference.errors import ExportError
 
 #: The vendored TopoJSON (``assets/`` is the app's static root).
 WORLD_ATLAS_PATH = Path(__file__).resolve().parent.parent / "assets" / WORLD_ATLAS
 #: Web Mercator's sphere radius (metres) and the latitude limit of its square world.
 EARTH_RADIUS_M = 6_378_137.0
 MAX_LATITUDE = 85.05112878
-
-
-class BasemapDataError(TerraLensError, OSError):
-    """The vendored Natural Earth file is missing or unreadable."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +101,7 @@ def outlines(path: str = str(WORLD_ATLAS_PATH)) -> Outlines:
         path: A world-atlas ``countries-*.json`` TopoJSON (default: the vendored 1:50m file).
 
     Raises:
-        BasemapDataError: the file is missing or not a world-atlas topology.
+        ExportError: the file is missing or not a world-atlas topology.
     """
     try:
         topology = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -114,7 +110,7 @@ def outlines(path: str = str(WORLD_ATLAS_PATH)) -> Outlines:
         land_geometries = objects["land"]["geometries"]
         countries = objects["countries"]["geometries"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise BasemapDataError(
+        raise ExportError(
             f"the offline basemap {path!r} is unreadable ({err}); reinstall TerraLens' assets"
         ) from err
     land = [

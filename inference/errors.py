@@ -57,3 +57,7 @@ class RunStoreError(TerraLensError, OSError):
 
 class BlockedURLError(InvalidRequestError):
     """A URL leads to an address TerraLens refuses to fetch (private, loopback, metadata)."""
+
+
+class ExportError(TerraLensError, OSError):
+    """A map export or report cannot be drawn (basemap data missing) or written."""

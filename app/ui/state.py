@@ -203,6 +203,8 @@ class W:
     DOWNLOAD_ZIP = "w_download_zip"
     DOWNLOAD_PNG = "w_download_png"
     SNAPSHOT_LAYER = "w_snapshot_layer"
+    SNAPSHOT_WIDTH = "w_snapshot_width"
+    DOWNLOAD_PDF = "w_download_pdf"
     ADD_UPLOAD = "w_add_upload"
     ADD_BUTTON = "w_add_button"
     ADD_URL = "w_add_url"
