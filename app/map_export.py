@@ -301,13 +301,13 @@ def draw_map(ax: Axes, rendered: RenderedLayer, extent: Extent, *,
         basemap: An RGB(A) tile mosaic and its extent, drawn instead of Natural Earth.
     """
     if basemap is not None:
-        image, tiles_extent = basemap
-        ax.imshow(image, extent=(tiles_extent[0], tiles_extent[1], tiles_extent[2],
+        tiles, tiles_extent = basemap
+        ax.imshow(tiles, extent=(tiles_extent[0], tiles_extent[1], tiles_extent[2],
                                  tiles_extent[3]), interpolation="bilinear", zorder=0)
     else:
         draw_natural_earth(ax, extent)
-    with Image.open(io.BytesIO(rendered.png)) as image:
-        rgba = np.asarray(image.convert("RGBA"))
+    with Image.open(io.BytesIO(rendered.png)) as png:
+        rgba = np.asarray(png.convert("RGBA"))
     x0, x1, y0, y1 = layer_extent(rendered)
     ax.imshow(rgba, extent=(x0, x1, y0, y1), interpolation="nearest", zorder=2)
     for ring in _aoi_rings(aoi):
@@ -395,7 +395,7 @@ def draw_legend(fig: Figure, box: tuple[float, float, float, float], layer: Disp
     """
     leg = layer_legend(layer)
     ax = _blank_axes(fig, box)
-    fig_w, fig_h = fig.get_size_inches()
+    _, fig_h = fig.get_size_inches()
     box_h_in = (box[3] - box[1]) * fig_h
     line = 1.45 * fontsize / 72.0 / box_h_in  # one text line in axes fraction
     y = 1.0

@@ -14,14 +14,16 @@ from app import added_layers
 from app.charts import class_chart, histogram_chart
 from app.colors import StyleKind
 from app.escaping import markdown_code, markdown_text
-from app.exports import png_snapshot, polygons_bytes, run_zip_bytes, vector_classes
+from app.exports import polygons_bytes, run_zip_bytes, vector_classes
 from app.layer_names import layer_label, layer_tooltip, source_label
 from app.layers import DisplayLayer
 from app.legends import legend, legend_html
+from app.map_export import EXPORT_WIDTHS, map_png, sheet_info
 from app.map_rasters import raster_group
 from app.map_tools import basemap_choices
 from app.maps import SYNTHETIC_MAP_NOTE, build_map
 from app.rasters import layer_to_cog_bytes, read_layer, read_layer_window
+from app.report_pdf import report_pdf
 from app.runs import RunStore
 from app.ui import layers_view as view
 from app.ui import state, widgets
@@ -277,17 +279,32 @@ with download_tab:
                        icon=":material/folder_zip:")
     shown = view.overlay_names(compare)
     if shown:
-        snap = st.selectbox("PNG snapshot of", list(reversed(shown)), key=W.SNAPSHOT_LAYER)
-        snap_layer = drawn(by_name[snap])
-        snap_cache = key if snap_layer.source in layers else added_layers.added_cache_key(
-            snap_layer.source)
-        st.download_button(
-            "PNG snapshot", data=lambda: png_snapshot(
-                view.rendered(snap_cache, snap_layer, source_of[snap_layer.source]),
-                title=snap_layer.name, legend=legend(snap_layer)),
+        s_layer, s_width = st.columns([3, 1])
+        snap = s_layer.selectbox("Map (PNG) and report of", list(reversed(shown)),
+                                 key=W.SNAPSHOT_LAYER)
+        width = s_width.selectbox("PNG width (px)", EXPORT_WIDTHS, key=W.SNAPSHOT_WIDTH)
+    snap_layer = drawn(by_name[snap]) if shown else None
+    d_png, d_pdf = st.columns(2)
+    if snap_layer is not None:
+        snap_rendered = partial(view.rendered, cache_of(snap_layer), snap_layer,
+                                source_of[snap_layer.source])
+        d_png.download_button(
+            "PNG snapshot", data=lambda: map_png(
+                snap_rendered(), snap_layer, width_px=int(width), info=sheet_info(run),
+                basemap_url=settings.basemap_url),
             file_name=f"{run.id}_{snap_layer.source}.png", mime="image/png", on_click="ignore",
             key=W.DOWNLOAD_PNG, icon=":material/image:",
+            help="The layer as a map: basemap, legend, scale bar, north arrow, dates and marks.",
         )
+    d_pdf.download_button(
+        "PDF report of the run", data=lambda: report_pdf(
+            run, layers, map_layer=snap_layer,
+            rendered=snap_rendered() if snap_layer is not None else None,
+            basemap_url=settings.basemap_url),
+        file_name=f"terralens-report-{run.id}.pdf", mime="application/pdf", on_click="ignore",
+        key=W.DOWNLOAD_PDF, icon=":material/picture_as_pdf:",
+        help="One page: the map, its legend, statistics of every layer and the provenance.",
+    )
 
 with add_tab:
     st.caption("Add your own GeoTIFF: it is drawn with the same colour tables, legends and "
