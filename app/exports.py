@@ -1,6 +1,7 @@
-"""Downloads: a zip of a run with its README, PNG snapshots, class polygons.
+"""Downloads: a zip of a run with its README, class polygons and class areas.
 
-The GeoTIFFs themselves are written and read by :mod:`app.rasters`.
+The GeoTIFFs themselves are written and read by :mod:`app.rasters`; map PNGs are drawn by
+:mod:`app.map_export`, PDF reports by :mod:`app.report_pdf`.
 """
 
 from __future__ import annotations
@@ -15,13 +16,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import xarray as xr
-from PIL import Image, PngImagePlugin
 
 from app.rasters import class_names, tag_text
 
 if TYPE_CHECKING:
-    from app.layers import RenderedLayer
-    from app.legends import Legend
     from app.stored_run import Run
 
 SYNTHETIC_WARNING = (
@@ -132,33 +130,6 @@ def run_zip_bytes(run: Run) -> bytes:
                 archive.write(path, f"{folder}/{path.name}", compress_type=compress)
         archive.writestr(f"{folder}/README.txt", run_readme(run),
                          compress_type=zipfile.ZIP_DEFLATED)
-    return buffer.getvalue()
-
-
-def png_snapshot(rendered: RenderedLayer, *, title: str = "",
-                 legend: Legend | None = None) -> bytes:
-    """A rendered layer as a standalone PNG with its georeference in PNG text chunks.
-
-    Args:
-        rendered: The rendered layer (Web Mercator pixels).
-        title: Title stored in the PNG (e.g. the display layer name).
-        legend: Legend whose title and notes go into the PNG description.
-
-    Returns:
-        PNG bytes; ``Bounds`` holds ``south,west,north,east`` in EPSG:4326 and ``CRS`` the
-        pixel grid's CRS (EPSG:3857).
-    """
-    info = PngImagePlugin.PngInfo()
-    (south, west), (north, east) = rendered.bounds
-    info.add_text("Title", title or (legend.title if legend else "TerraLens layer"))
-    if legend is not None:
-        info.add_text("Description", " ".join([legend.title, *legend.notes]))
-    info.add_text("Bounds", f"{south:.8f},{west:.8f},{north:.8f},{east:.8f}")
-    info.add_text("CRS", "EPSG:3857 pixels, bounds in EPSG:4326")
-    info.add_text("Software", "TerraLens")
-    with Image.open(io.BytesIO(rendered.png)) as image:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 

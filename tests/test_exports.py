@@ -1,4 +1,4 @@
-"""Exports: run zips and PNG snapshots."""
+"""Exports: run zips and their README (map PNGs: tests/test_map_export.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,9 @@ import json
 import zipfile
 
 import numpy as np
-import pytest
-from PIL import Image
 from rasterio.io import MemoryFile
 
-from app.exports import SYNTHETIC_WARNING, png_snapshot, run_zip_bytes
-from app.layers import display_layers_for, render_png
-from app.legends import legend
+from app.exports import SYNTHETIC_WARNING, run_zip_bytes
 
 
 def _open(data: bytes):
@@ -38,16 +34,3 @@ def test_run_zip_holds_every_cog_the_item_and_a_readme(sample_run):
     assert "DEM.tif" in readme and "units m" in readme
     assert run.request.scene_id in readme
     assert "seed: 0" in readme and "timesteps: 10" in readme
-
-
-def test_png_snapshot_carries_the_georeference(sample_layers):
-    layer = next(d for d in display_layers_for(sample_layers.layers) if d.name == "[G] NDVI")
-    rendered = render_png(sample_layers.layers["NDVI"], layer)
-    data = png_snapshot(rendered, title=layer.name, legend=legend(layer))
-    with Image.open(io.BytesIO(data)) as image:
-        assert image.size == (rendered.width, rendered.height)
-        south, west, north, east = (float(v) for v in image.text["Bounds"].split(","))
-        assert image.text["Title"] == "[G] NDVI"
-        assert "not a measurement" in image.text["Description"]
-    assert (south, west) == pytest.approx(rendered.bounds[0], abs=1e-7)
-    assert (north, east) == pytest.approx(rendered.bounds[1], abs=1e-7)
