@@ -61,8 +61,8 @@ MARK_BOX = (0.02, 0.855, 0.68, 0.898)
 MAP_BOX = (0.02, 0.07, 0.68, 0.85)
 SCALE_BAR_BOX = (0.03, 0.085, 0.20, 0.15)
 NORTH_ARROW_BOX = (0.625, 0.735, 0.67, 0.84)
-LEGEND_BOX = (0.71, 0.50, 0.98, 0.898)
-OVERVIEW_BOX = (0.71, 0.19, 0.98, 0.47)
+LEGEND_BOX = (0.71, 0.47, 0.98, 0.898)
+OVERVIEW_BOX = (0.71, 0.19, 0.98, 0.435)
 INFO_BOX = (0.71, 0.02, 0.98, 0.17)
 FOOTER_BOX = (0.02, 0.015, 0.68, 0.06)
 
@@ -401,7 +401,7 @@ def draw_legend(fig: Figure, box: tuple[float, float, float, float], layer: Disp
     y = 1.0
     put_text(ax, 0.0, y, "Legend", va="top", fontsize=fontsize * 0.85, color="#555555")
     y -= line
-    for part in wrapped(leg.title, width_chars):
+    for part in wrapped(leg.title, int(width_chars * 0.75))[:3]:
         put_text(ax, 0.0, y, part, va="top", fontsize=fontsize * 1.1, fontweight="bold")
         y -= line * 1.1
     style = layer.style
@@ -422,14 +422,19 @@ def draw_legend(fig: Figure, box: tuple[float, float, float, float], layer: Disp
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
     elif style.kind is StyleKind.CLASSES:
-        for name, colour in leg.classes:
+        for n, (name, colour) in enumerate(leg.classes):
+            if y < line * 2 and n < len(leg.classes) - 1:  # no room left in the box
+                put_text(ax, 0.1, y - line * 0.5, f"… {len(leg.classes) - n} more classes",
+                         va="center", fontsize=fontsize)
+                y -= line
+                break
             ax.add_patch(Rectangle((0.0, y - line * 0.9), 0.07, line * 0.8, facecolor=colour,
                                    edgecolor="#444444", linewidth=0.6))
             label = name
             if areas is not None and name in areas:
                 label = f"{name} · {areas[name]:.1f} %"
             put_text(ax, 0.1, y - line * 0.5, label, va="center", fontsize=fontsize,
-                     max_chars=width_chars)
+                     max_chars=width_chars - 6)
             y -= line
         y -= line * 0.3
     else:
@@ -438,7 +443,10 @@ def draw_legend(fig: Figure, box: tuple[float, float, float, float], layer: Disp
                      color={"red": "#b71c1c", "green": "#1b5e20", "blue": "#0d47a1"}[channel])
             y -= line
     for note in leg.notes:
-        for part in wrapped(f"⚠ {note}", width_chars + 4):
+        parts = wrapped(f"⚠ {note}", width_chars + 4)
+        if y - len(parts) * line * 0.95 < 0:  # no room: the sheet's mark says it too
+            break
+        for part in parts:
             put_text(ax, 0.0, y, part, va="top", fontsize=fontsize * 0.85, color="#8a5a00")
             y -= line * 0.95
 
