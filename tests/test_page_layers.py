@@ -14,6 +14,7 @@ from app.escaping import markdown_text
 from app.exports import polygons_bytes
 from app.layer_names import layer_label, source_label
 from app.layers import display_layers_for
+from app.map_export import EXPORT_WIDTHS
 from app.rasters import layer_to_cog_bytes
 from app.ui.layers_view import newest_output
 from app.ui.state import W
@@ -221,6 +222,19 @@ def test_downloads_are_offered_per_layer_and_for_the_run(app_run: Any) -> None:
     assert "GeoTIFF: Sentinel-2 surface reflectance (input) · input" in labels
     assert any(label.startswith("Whole run") for label in labels)
     assert "PNG snapshot" in labels
+    assert "PDF report of the run" in labels
+
+
+def test_map_png_and_pdf_report_are_offered_side_by_side(app_run: Any) -> None:
+    at = _open(app_run.id)
+    [width] = [s for s in at.selectbox if s.key == W.SNAPSHOT_WIDTH]
+    assert list(width.options) == [str(w) for w in EXPORT_WIDTHS] and width.value == 1200
+    [layer] = [s for s in at.selectbox if s.key == W.SNAPSHOT_LAYER]
+    assert layer.label == "Map (PNG) and report of" and layer.value in layer.options
+    width.set_value(2400).run()
+    assert not at.exception
+    labels = {b.proto.label for b in at.get("download_button")}
+    assert {"PNG snapshot", "PDF report of the run"} <= labels
 
 
 def test_compare_two_layers(app_run: Any) -> None:
