@@ -385,12 +385,11 @@ def draw_mark(fig: Figure, box: tuple[float, float, float, float],
 
 
 def draw_legend(fig: Figure, box: tuple[float, float, float, float], layer: DisplayLayer,
-                *, fontsize: float = 9.5, width_chars: int = 44,
-                areas: Mapping[str, float] | None = None) -> None:
+                *, fontsize: float = 9.5, width_chars: int = 44) -> None:
     """The legend of ``layer`` in physical units at ``box`` (figure fractions).
 
     Continuous layers get their colour ramp with five ticks (S1 in dB, DEM in m, NDVI −1..1);
-    class maps a swatch per coloured class (optionally with its share in ``areas``, percent);
+    class maps a swatch per coloured class;
     RGB composites their bands and stretch. Notes (synthetic, untrained) follow.
     """
     leg = layer_legend(layer)
@@ -430,10 +429,7 @@ def draw_legend(fig: Figure, box: tuple[float, float, float, float], layer: Disp
                 break
             ax.add_patch(Rectangle((0.0, y - line * 0.9), 0.07, line * 0.8, facecolor=colour,
                                    edgecolor="#444444", linewidth=0.6))
-            label = name
-            if areas is not None and name in areas:
-                label = f"{name} · {areas[name]:.1f} %"
-            put_text(ax, 0.1, y - line * 0.5, label, va="center", fontsize=fontsize,
+            put_text(ax, 0.1, y - line * 0.5, name, va="center", fontsize=fontsize,
                      max_chars=width_chars - 6)
             y -= line
         y -= line * 0.3
@@ -544,8 +540,9 @@ def map_figure(rendered: RenderedLayer, layer: DisplayLayer, *, info: SheetInfo 
     draw_overview(fig, OVERVIEW_BOX, extent)
 
     info_ax = _blank_axes(fig, INFO_BOX)
-    lines = [f"Model: {info.model}" if info.model else "",
-             f"Weights: {info.weights}" if info.weights else "",
+    modelled = layer.kind != "input"  # the input scene is a measurement, not the model's
+    lines = [f"Model: {info.model}" if info.model and modelled else "",
+             f"Weights: {info.weights}" if info.weights and modelled else "",
              f"Layer: {layer.title} ({layer.units or 'unitless'})",
              f"Exported {now.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC · TerraLens "
              f"{terralens_version()}"]
@@ -575,10 +572,10 @@ def map_png(rendered: RenderedLayer, layer: DisplayLayer, *, width_px: int = 120
     fig = map_figure(rendered, layer, info=info, basemap_url=basemap_url, now=now)
     (south, west), (north, east) = rendered.bounds
     mark = mark_of(layer)
+    description = layer_legend(layer).title + (f" · {mark[0]}" if mark else "")
     metadata = {
         "Title": plain_text(layer.name),
-        "Description": plain_text(" ".join(
-            [layer_legend(layer).title, *(m for m in [mark[0] if mark else ""] if m)])),
+        "Description": plain_text(description, 400),
         "Software": f"TerraLens {terralens_version()}",
         "Source": plain_text(info.run_id if info else ""),
         "Bounds": f"{south:.8f},{west:.8f},{north:.8f},{east:.8f}",

@@ -27,7 +27,6 @@ from app.aoi import AOI
 from app.colors import StyleKind
 from app.layers import DisplayLayer, display_layers_for, layer_statistics, render_png
 from app.map_export import (
-    FONT,
     draw_legend,
     draw_map,
     draw_mark,
@@ -308,6 +307,3 @@ def report_pdf(run: Run, layers: Mapping[str, xr.DataArray], *,
         pdf.savefig(fig)
     return buffer.getvalue()
 
-
-__all__ = ["FONT", "default_map_layer", "provenance_lines", "report_figure", "report_pdf",
-           "statistics_rows"]
