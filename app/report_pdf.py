@@ -1,11 +1,11 @@
 """A one-page PDF report of a run: map, legend, statistics and provenance (matplotlib PdfPages).
 
 The page (A4 portrait) holds the map of one layer over its basemap with its legend, scale bar,
-north arrow and overview (drawn by :mod:`app.map_export`); a table of every layer's
+north arrow and overview (drawn by :mod:`app.map_drawing`); a table of every layer's
 min / mean / max in physical units; the class areas of every class map; and the run's
 provenance — scene, model, weights with their SHA-256, seed, timesteps, software versions. A
 synthetic run carries its mark (synthetic / untrained) at the top of the page. External strings
-are plain text (:func:`app.map_export.plain_text`, ``parse_math=False``).
+are plain text (:func:`app.map_drawing.plain_text`, ``parse_math=False``).
 
 No Streamlit here: the Layers page offers the bytes as a download, ``terralens report RUN_DIR``
 writes them to a file.
@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from app.aoi import AOI
 from app.colors import StyleKind
 from app.layers import DisplayLayer, display_layers_for, layer_statistics, render_png
-from app.map_export import (
+from app.map_drawing import (
     draw_legend,
     draw_map,
     draw_mark,
@@ -35,13 +35,11 @@ from app.map_export import (
     draw_scale_bar,
     fit_extent,
     layer_extent,
-    mark_for,
     plain_text,
     put_text,
-    sheet_info,
-    terralens_version,
     wrapped,
 )
+from app.map_export import mark_for, sheet_info, terralens_version
 from app.rasters import tag_text
 from inference.errors import InvalidRequestError
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app import map_drawing as md
 from app import map_export as mx
 from app.colors import ClassEntry, Style, hex_to_rgb, ramp_lut
 from app.layers import DisplayLayer, display_layers_for, render_png
@@ -89,17 +90,17 @@ def test_the_png_is_a_map_sheet_of_the_chosen_size(stored: dict[str, Any], width
     assert _dark(_region(pixels, mx.NORTH_ARROW_BOX)) > 300 * area
     # The synthetic mark: an amber band with dark text.
     mark = _region(pixels, mx.MARK_BOX)
-    assert _count(mark, mx.SYNTHETIC_COLOUR, tol=2) > 0.7 * mark.shape[0] * mark.shape[1]
+    assert _count(mark, md.SYNTHETIC_COLOUR, tol=2) > 0.7 * mark.shape[0] * mark.shape[1]
     assert _dark(mark) > 500 * area
-    assert _count(mark, mx.UNTRAINED_COLOUR, tol=10) == 0
+    assert _count(mark, md.UNTRAINED_COLOUR, tol=10) == 0
     # Title, the map (the layer's water and the offline land around it), the overview.
     assert _dark(_region(pixels, mx.TITLE_BOX)) > 1000 * area
     map_region = _region(pixels, mx.MAP_BOX)
     assert _count(map_region, colours[1], tol=1) > 2000 * area  # water
-    assert _count(map_region, mx.LAND_COLOUR, tol=1) > 10_000 * area  # Natural Earth land
+    assert _count(map_region, md.LAND_COLOUR, tol=1) > 10_000 * area  # Natural Earth land
     overview = _region(pixels, mx.OVERVIEW_BOX)
-    assert _count(overview, mx.OCEAN_COLOUR, tol=1) > 1000 * area  # the Adriatic
-    assert _count(overview, mx.UNTRAINED_COLOUR, tol=10) > 20 * area  # where the run is
+    assert _count(overview, md.OCEAN_COLOUR, tol=1) > 1000 * area  # the Adriatic
+    assert _count(overview, md.UNTRAINED_COLOUR, tol=10) > 20 * area  # where the run is
     assert image.text["Title"] == "[G] LULC"
     assert "SYNTHETIC" in image.text["Description"]
     south, west, north, east = (float(v) for v in image.text["Bounds"].split(","))
@@ -124,8 +125,8 @@ def test_a_continuous_legend_draws_its_ramp_in_physical_units(
 def test_an_untrained_run_carries_the_untrained_mark(stored: dict[str, Any]) -> None:
     pixels, image = _sheet(stored, "[G] NDVI", which="untrained")
     mark = _region(pixels, mx.MARK_BOX)
-    assert _count(mark, mx.UNTRAINED_COLOUR, tol=2) > 0.7 * mark.shape[0] * mark.shape[1]
-    assert _count(mark, mx.SYNTHETIC_COLOUR, tol=10) == 0
+    assert _count(mark, md.UNTRAINED_COLOUR, tol=2) > 0.7 * mark.shape[0] * mark.shape[1]
+    assert _count(mark, md.SYNTHETIC_COLOUR, tol=10) == 0
     assert "UNTRAINED" in image.text["Description"]
 
 
@@ -154,10 +155,10 @@ def test_a_hostile_layer_name_is_drawn_as_plain_text(stored: dict[str, Any]) -> 
 
 
 def test_plain_text_keeps_dollars_and_drops_what_the_font_cannot_draw() -> None:
-    assert mx.plain_text("$\\frac{}$") == "$\\frac{}$"
-    assert mx.plain_text("a\u202eb\nc\x00d") == "a b c d"
-    assert mx.plain_text("🛰 x") == "? x"
-    assert mx.plain_text("x" * 500, 20) == "x" * 19 + "…"
+    assert md.plain_text("$\\frac{}$") == "$\\frac{}$"
+    assert md.plain_text("a\u202eb\nc\x00d") == "a b c d"
+    assert md.plain_text("🛰 x") == "? x"
+    assert md.plain_text("x" * 500, 20) == "x" * 19 + "…"
 
 
 def test_widths_outside_the_range_are_refused(stored: dict[str, Any]) -> None:
@@ -180,11 +181,11 @@ def test_natural_earth_outlines_come_from_the_vendored_file() -> None:
 
 
 def test_scale_bar_lengths_are_round_numbers() -> None:
-    assert mx.nice_length(740.0) == 500.0
-    assert mx.nice_length(2300.0) == 2000.0
-    assert mx.nice_length(99.0) == 50.0
-    assert mx.distance_label(500.0) == "500 m"
-    assert mx.distance_label(2000.0) == "2 km"
+    assert md.nice_length(740.0) == 500.0
+    assert md.nice_length(2300.0) == 2000.0
+    assert md.nice_length(99.0) == 50.0
+    assert md.distance_label(500.0) == "500 m"
+    assert md.distance_label(2000.0) == "2 km"
 
 
 # -- A site tile server ---------------------------------------------------------------------------
@@ -224,7 +225,7 @@ def test_a_reachable_site_tile_server_is_the_basemap(stored: dict[str, Any],
     pixels, _ = _sheet(stored, "[G] NDVI", basemap_url=tile_server)
     map_region = _region(pixels, mx.MAP_BOX)
     assert _count(map_region, TILE_COLOUR, tol=16) > 100_000  # resampled: about magenta
-    assert _count(map_region, mx.LAND_COLOUR, tol=1) < 500  # no Natural Earth land
+    assert _count(map_region, md.LAND_COLOUR, tol=1) < 500  # no Natural Earth land
 
 
 def test_an_unreachable_tile_server_falls_back_to_natural_earth(stored: dict[str, Any],
@@ -239,5 +240,5 @@ def test_an_unreachable_tile_server_falls_back_to_natural_earth(stored: dict[str
     pixels, _ = _sheet(stored, "[G] NDVI", basemap_url=url)
     assert time.monotonic() - started < 15
     map_region = _region(pixels, mx.MAP_BOX)
-    assert _count(map_region, mx.LAND_COLOUR, tol=1) > 10_000
+    assert _count(map_region, md.LAND_COLOUR, tol=1) > 10_000
     assert _count(map_region, TILE_COLOUR, tol=16) == 0
