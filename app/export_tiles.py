@@ -45,8 +45,9 @@ class Mosaic:
     zoom: int
 
 
-def _tile_range(extent: tuple[float, float, float, float], zoom: int
-                ) -> tuple[int, int, int, int]:
+def tile_range(extent: tuple[float, float, float, float], zoom: int
+               ) -> tuple[int, int, int, int]:
+    """``(first column, last column, first row, last row)`` of the XYZ tiles over ``extent``."""
     size = _WORLD / 2**zoom
     x0, x1, y0, y1 = extent
     last = 2**zoom - 1
@@ -63,7 +64,7 @@ def choose_zoom(extent: tuple[float, float, float, float], width_px: int,
     span = max(extent[1] - extent[0], 1.0)
     zoom = max(0, min(max_zoom, round(math.log2(width_px * _WORLD / (TILE_PX * span)))))
     while zoom > 0:
-        col0, col1, row0, row1 = _tile_range(extent, zoom)
+        col0, col1, row0, row1 = tile_range(extent, zoom)
         if (col1 - col0 + 1) * (row1 - row0 + 1) <= MAX_TILES:
             break
         zoom -= 1
@@ -87,7 +88,7 @@ def fetch_mosaic(url: str, extent: tuple[float, float, float, float], *, width_p
     if not url.startswith(("http://", "https://")):
         return None
     zoom = choose_zoom(extent, width_px)
-    col0, col1, row0, row1 = _tile_range(extent, zoom)
+    col0, col1, row0, row1 = tile_range(extent, zoom)
     canvas = np.zeros(((row1 - row0 + 1) * TILE_PX, (col1 - col0 + 1) * TILE_PX, 3), np.uint8)
     deadline = time.monotonic() + budget_s
     try:

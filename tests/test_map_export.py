@@ -242,3 +242,15 @@ def test_an_unreachable_tile_server_falls_back_to_natural_earth(stored: dict[str
     map_region = _region(pixels, mx.MAP_BOX)
     assert _count(map_region, md.LAND_COLOUR, tol=1) > 10_000
     assert _count(map_region, TILE_COLOUR, tol=16) == 0
+
+
+def test_the_tile_mosaic_stays_within_its_tile_budget() -> None:
+    from app.export_tiles import MAX_TILES, choose_zoom, tile_range
+
+    x0, y0 = lonlat_to_mercator(14.0, 44.0)
+    x1, y1 = lonlat_to_mercator(16.0, 46.0)
+    extent = (float(x0), float(x1), float(y0), float(y1))
+    zoom = choose_zoom(extent, 1200)
+    col0, col1, row0, row1 = tile_range(extent, zoom)
+    assert (col1 - col0 + 1) * (row1 - row0 + 1) <= MAX_TILES
+    assert 5 <= zoom <= 9  # about 1200 px over 2 degrees
