@@ -47,7 +47,7 @@ from inference.errors import InvalidRequestError
 
 if TYPE_CHECKING:
     from app.layers import DisplayLayer, RenderedLayer
-    from app.runs import Run
+    from app.stored_run import Run
 
 #: Widths (pixels) the Layers page offers; :func:`map_png` takes any width in
 #: :data:`WIDTH_RANGE`.

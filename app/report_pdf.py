@@ -23,7 +23,6 @@ import xarray as xr
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
-from app.aoi import AOI
 from app.colors import StyleKind
 from app.layers import DisplayLayer, display_layers_for, layer_statistics, render_png
 from app.map_drawing import (
@@ -47,7 +46,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from app.layers import RenderedLayer
-    from app.runs import Run
+    from app.stored_run import Run
 
 #: A4 portrait, inches.
 PAGE_INCHES = (8.27, 11.69)
@@ -142,7 +141,7 @@ def provenance_lines(run: Run) -> list[tuple[str, str]]:
     params = run.request.params_dict
     software = props.get("processing:software") or {}
     try:
-        area = f"{AOI(run.request.aoi).area_km2:.3f} km²"
+        area = f"{run.aoi.area_km2:.3f} km²"
     except (InvalidRequestError, ValueError, TypeError):
         area = ""
     lines = [
