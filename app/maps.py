@@ -28,6 +28,7 @@ from folium.template import Template
 
 from app.aoi import geojson_geometry
 from app.escaping import folium_html, html_text
+from app.map_rasters import RASTER_PANE, TileOverlay
 from app.map_tools import BASEMAPS, TOOL_FILES, Basemap, MapTools, OfflineBasemap
 from inference.errors import InvalidRequestError
 
@@ -270,6 +271,7 @@ def build_map(
     aoi: Any = None,
     footprints: Sequence[tuple[str, Any, bool]] = (),
     overlays: Sequence[tuple[DisplayLayer, RenderedLayer, float]] = (),
+    tile_overlays: Sequence[TileOverlay] = (),
     draw: bool = False,
     compare: tuple[str, str] | None = None,
     center: tuple[float, float] | None = None,
@@ -292,6 +294,8 @@ def build_map(
         footprints: ``(scene id, GeoJSON geometry, highlighted)`` per scene; the id is the
             footprint's tooltip (streamlit-folium returns it on click).
         overlays: ``(display layer, rendered PNG, opacity 0..1)``, bottom to top.
+        tile_overlays: Raster tile layers (of :mod:`app.tiles`) drawn above ``overlays`` in
+            the raster pane, bottom to top.
         draw: Add the draw control (rectangle and polygon only, no export button).
         compare: Names of two overlays to compare with a swipe divider (left, right); the
             other overlays start hidden (switchable in the layer control).
@@ -348,6 +352,9 @@ def build_map(
     if fit is None and overlays:
         fit = _union_bounds([(r.bounds[0][1], r.bounds[0][0], r.bounds[1][1], r.bounds[1][0])
                              for _, r, _ in overlays])
+    if fit is None and tile_overlays:
+        fit = _union_bounds([(t.bounds[0][1], t.bounds[0][0], t.bounds[1][1], t.bounds[1][0])
+                             for t in tile_overlays])
     if fit is None and footprint_geoms:
         fit = _union_bounds([_geometry_bounds(g) for _, g, _ in footprint_geoms])
     forced_view = center is not None and zoom is not None
@@ -405,6 +412,17 @@ def build_map(
         overlay.add_to(m)
         image_layers[layer.name] = overlay
 
+    if tile_overlays:
+        folium.map.CustomPane(RASTER_PANE, z_index=350, pointer_events=False).add_to(m)
+    for tiles in tile_overlays:
+        folium.TileLayer(
+            tiles.url, attr="", name=html_text(tiles.name), overlay=True, control=True,
+            opacity=float(tiles.opacity), max_zoom=22,
+            max_native_zoom=int(tiles.max_native_zoom), pane=RASTER_PANE,
+            bounds=[list(tiles.bounds[0]), list(tiles.bounds[1])],
+            class_name="terralens-raster",
+        ).add_to(m)
+
     if aoi_geometry is not None:
         folium.GeoJson(
             {"type": "Feature", "properties": {"name": "Area of interest"},
@@ -443,8 +461,8 @@ def build_map(
     if geocoder_url is not None:
         _Geocoder(geocoder_url if geocoder_url.endswith("/") else f"{geocoder_url}/",
                   static_url).add_to(m)
-    if layer_control and (overlays or basemap is not None or aoi_geometry is not None
-                          or footprint_geoms):
+    if layer_control and (overlays or tile_overlays or basemap is not None
+                          or aoi_geometry is not None or footprint_geoms):
         folium.LayerControl(position="topright", collapsed=collapsed_layer_control).add_to(m)
     if fit is not None and not forced_view:
         m.fit_bounds([[fit[1], fit[0]], [fit[3], fit[2]]])

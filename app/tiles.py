@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import numpy as np
@@ -40,10 +40,15 @@ from app.runs import RunStore
 from app.stored_run import Run
 from inference.errors import InvalidRequestError, RunStoreError, TerraLensError
 
+if TYPE_CHECKING:
+    from app.held_tiles import HeldRasters
+
 log = logging.getLogger(__name__)
 
 #: Path of the tile route (Starlette syntax), relative to the server's base URL path.
 TILE_PATH = "/tiles/{run_id}/{layer_id}/{z:int}/{x:int}/{y:int}.png"
+#: Path of the tiles of a raster the app holds (:mod:`app.held_tiles`): a token, never a path.
+HELD_TILE_PATH = "/tiles/held/{token}/{layer_id}/{z:int}/{x:int}/{y:int}.png"
 #: Tile size in pixels.
 TILE_SIZE = 256
 #: Zoom levels served beyond rio-tiler's native zoom of a COG (whose pixels are at most as fine
@@ -226,10 +231,14 @@ class TileService:
     Args:
         runs_dir: The run store's folder (:attr:`app.settings.Settings.runs_dir`).
         cache_bytes: Memory for rendered tiles.
+        held: The rasters the app holds besides its runs (:mod:`app.held_tiles`), served under
+            :data:`HELD_TILE_PATH`.
     """
 
-    def __init__(self, runs_dir: str | Path, *, cache_bytes: int = CACHE_BYTES) -> None:
+    def __init__(self, runs_dir: str | Path, *, cache_bytes: int = CACHE_BYTES,
+                 held: HeldRasters | None = None) -> None:
         self.runs_dir = Path(runs_dir)
+        self.held = held
         self.cache = _LRU(cache_bytes)
         self._runs: OrderedDict[str, _RunLayers] = OrderedDict()
         self._lock = threading.Lock()
@@ -277,9 +286,6 @@ class TileService:
             TileNotFoundError: unknown run or layer, or a zoom/column/row out of range.
             InvalidRequestError: the style overrides do not fit the layer.
         """
-        from rio_tiler.errors import TileOutsideBounds
-        from rio_tiler.io import Reader
-
         style = style or TileStyle()
         if not (0 <= z <= MAX_ZOOM and 0 <= x < 2**z and 0 <= y < 2**z):
             raise TileNotFoundError(f"there is no tile {z}/{x}/{y}")
@@ -297,23 +303,70 @@ class TileService:
         path = entry.run.layer_path(display.source)
         indexes = tuple(entry.band_index[display.source][b] for b in display.bands)
         try:
-            with Reader(str(path)) as src:
-                if z > src.maxzoom + OVERZOOM:
-                    raise TileNotFoundError(
-                        f"zoom {z} is finer than layer {layer!r} holds "
-                        f"(at most {src.maxzoom + OVERZOOM})"
-                    )
-                try:
-                    image = src.tile(x, y, z, tilesize=TILE_SIZE, indexes=indexes,
-                                     resampling_method="nearest", reproject_method="nearest")
-                except TileOutsideBounds:
-                    self.cache.put(key, EMPTY_TILE)
-                    return EMPTY_TILE
+            png = render_file_tile(path, indexes, z, x, y, drawn, what=layer)
         except RasterioError as err:
             raise RunStoreError(f"cannot read {path.name} of run {run_id!r}: {err}") from err
-        png = _png(tile_rgba(image.data, image.mask, drawn))
         self.cache.put(key, png)
         return png
+
+    def render_held(self, token: str, layer: str, z: int, x: int, y: int,
+                    style: TileStyle | None = None) -> bytes:
+        """One tile of a raster the app holds (:mod:`app.held_tiles`), like :meth:`render`.
+
+        Raises:
+            TileNotFoundError: no raster is held under ``token``, it has no such layer, or the
+                zoom/column/row is out of range.
+            InvalidRequestError: the style overrides do not fit the layer.
+        """
+        style = style or TileStyle()
+        if not (0 <= z <= MAX_ZOOM and 0 <= x < 2**z and 0 <= y < 2**z):
+            raise TileNotFoundError(f"there is no tile {z}/{x}/{y}")
+        if self.held is None:
+            raise TileNotFoundError("this server holds no rasters besides its runs")
+        held = self.held.get(token)
+        display = held.layers.get(layer)
+        if display is None:
+            raise TileNotFoundError(f"the held raster has no layer {layer!r}; it has "
+                                    f"{sorted(held.layers)!r}")
+        drawn = style.apply(display.style)
+        key = ("held", held.token, layer, z, x, y, drawn)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        indexes = tuple(held.band_index[b] for b in display.bands)
+        try:
+            png = render_file_tile(held.path, indexes, z, x, y, drawn, what=layer)
+        except RasterioError as err:
+            raise TileNotFoundError(f"the held raster {layer!r} is gone: {err}") from err
+        self.cache.put(key, png)
+        return png
+
+
+def render_file_tile(path: Path, indexes: tuple[int, ...], z: int, x: int, y: int,
+                     style: Style, *, what: str = "layer") -> bytes:
+    """One 256 × 256 PNG tile of bands ``indexes`` (1-based) of the COG at ``path``.
+
+    The path always comes from the server's own tables (a run store, the held rasters),
+    never from a request.
+
+    Raises:
+        TileNotFoundError: ``z`` is finer than the file holds (native zoom + :data:`OVERZOOM`).
+        RasterioError: the file cannot be read.
+    """
+    from rio_tiler.errors import TileOutsideBounds
+    from rio_tiler.io import Reader
+
+    with Reader(str(path)) as src:
+        if z > src.maxzoom + OVERZOOM:
+            raise TileNotFoundError(
+                f"zoom {z} is finer than layer {what!r} holds (at most {src.maxzoom + OVERZOOM})"
+            )
+        try:
+            image = src.tile(x, y, z, tilesize=TILE_SIZE, indexes=indexes,
+                             resampling_method="nearest", reproject_method="nearest")
+        except TileOutsideBounds:
+            return EMPTY_TILE
+    return _png(tile_rgba(image.data, image.mask, style))
 
 
 def tile_rgba(data: np.ndarray, mask: np.ndarray, style: Style) -> np.ndarray:
@@ -333,7 +386,7 @@ def tile_rgba(data: np.ndarray, mask: np.ndarray, style: Style) -> np.ndarray:
 
 # -- Starlette routes (mounted by app/ui/main.py through st.App(routes=...)) ----------------------
 def tile_routes(service_for: Callable[[], TileService], base_url_path: str = "") -> list[Any]:
-    """The tile route for ``st.App(routes=...)``.
+    """The tile routes for ``st.App(routes=...)``: run layers and held rasters.
 
     Args:
         service_for: Returns the :class:`TileService` to use (read per request, so the run store
@@ -346,13 +399,12 @@ def tile_routes(service_for: Callable[[], TileService], base_url_path: str = "")
     from starlette.responses import PlainTextResponse, Response
     from starlette.routing import Route
 
-    async def tile(request: Request) -> Response:
+    async def answer(request: Request, render: Callable[..., bytes], owner: str) -> Response:
         p = request.path_params
         try:
             style = TileStyle.from_query(request.query_params)
-            png = await run_in_threadpool(service_for().render, str(p["run_id"]),
-                                          str(p["layer_id"]), int(p["z"]), int(p["x"]),
-                                          int(p["y"]), style)
+            png = await run_in_threadpool(render, str(p[owner]), str(p["layer_id"]),
+                                          int(p["z"]), int(p["x"]), int(p["y"]), style)
         except TileNotFoundError as err:
             return PlainTextResponse(str(err), status_code=404)
         except InvalidRequestError as err:
@@ -363,8 +415,16 @@ def tile_routes(service_for: Callable[[], TileService], base_url_path: str = "")
         return Response(png, media_type="image/png",
                         headers={"Cache-Control": CACHE_CONTROL})
 
+    async def tile(request: Request) -> Response:
+        return await answer(request, service_for().render, "run_id")
+
+    async def held_tile(request: Request) -> Response:
+        return await answer(request, service_for().render_held, "token")
+
     base = base_url_path.strip("/")
-    return [Route(f"/{base}{TILE_PATH}" if base else TILE_PATH, tile, methods=["GET"])]
+    prefix = f"/{base}" if base else ""
+    return [Route(f"{prefix}{HELD_TILE_PATH}", held_tile, methods=["GET"]),
+            Route(f"{prefix}{TILE_PATH}", tile, methods=["GET"])]
 
 
 _NATIVE: OrderedDict[tuple[str, str], tuple[tuple[tuple[float, float], tuple[float, float]], int]]

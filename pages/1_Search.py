@@ -8,8 +8,8 @@ from streamlit_folium import st_folium
 from app.catalog import Collection, SearchRequest, search_scenes
 from app.escaping import markdown_code, markdown_text
 from app.scenes import load_scene
+from app.ui import map_view, state, widgets
 from app.ui import search_view as view
-from app.ui import state, widgets
 from app.ui.state import W
 from inference.errors import CatalogError
 
@@ -63,8 +63,7 @@ with side_col:
         lon = st.number_input("Longitude", min_value=-180.0, max_value=180.0, value=15.0,
                               step=0.1, format="%.5f", key=W.JUMP_LON)
         if st.button("Jump to", key=W.JUMP):
-            state.MAP_CENTER.set((float(lat), float(lon)))
-            state.MAP_ZOOM.set(12)
+            map_view.jump("search", state.AOI_JSON.get() or "", (float(lat), float(lon)), 12)
             st.rerun()
 
     if aoi is not None:
@@ -83,14 +82,18 @@ with side_col:
 # -- The map ---------------------------------------------------------------------------------------
 results = state.SEARCH_RESULTS.get()
 selected = view.find_scene(results, state.SELECTED_SCENE_ID.get())
+view_scope = state.AOI_JSON.get() or ""
+map_view.remember("search", view_scope, st.session_state.get(W.SEARCH_MAP))
 with map_col, widgets.guard("Drawing the map"):
-    fmap = view.search_map(aoi, results, selected, state.SCENE_PREVIEW.get(),
-                           geocoder_url=settings.geocoder_url)
+    preview = view.preview_overlay(state.SCENE.get(), state.SCENE_PREVIEW.get())
+    fmap = view.search_map(aoi, results, selected, preview, geocoder_url=settings.geocoder_url)
     value = st_folium(
         fmap, key=W.SEARCH_MAP, height=520, use_container_width=True,
-        returned_objects=["last_active_drawing"],
-        center=state.MAP_CENTER.get(), zoom=state.MAP_ZOOM.get(),
+        returned_objects=["last_active_drawing", *map_view.VIEW_OBJECTS],
+        **map_view.view_args("search", view_scope, view.map_signature(
+            aoi, results, selected, preview, settings.geocoder_url)),
     )
+    map_view.remember("search", view_scope, value)
     drawing = view.new_drawing(value, state.LAST_DRAWING.get())
     if drawing is not None:
         state.LAST_DRAWING.set(drawing)

@@ -26,7 +26,7 @@ from app.rasters import layer_to_cog_bytes, read_layer, read_layer_window
 from app.report_pdf import report_pdf
 from app.runs import RunStore
 from app.ui import layers_view as view
-from app.ui import state, widgets
+from app.ui import map_view, state, widgets
 from app.ui.state import W
 
 settings = widgets.load_settings_or_stop()
@@ -92,6 +92,7 @@ def drawn(layer: DisplayLayer) -> DisplayLayer:
 
 # A click on the map arrives in the component's state before this run: mark it right away.
 returned = st.session_state.get(W.LAYERS_MAP) or {}
+map_view.remember("layers", run.id, returned)
 clicked_point = returned.get("last_clicked") if isinstance(returned, dict) else None
 if clicked_point:
     state.INSPECT_POINT.set((float(clicked_point["lat"]), float(clicked_point["lng"])))
@@ -177,24 +178,29 @@ styled_layers = {name: drawn(by_name[name]) for name in shown}
 
 # -- The map: fixed (AOI, tools, offline outline); layers change in place ------------------------
 with map_col:
-    tiles, images = [], []
+    tiles = []
     with widgets.guard("Preparing the layers"):
         for name in shown:
             layer = styled_layers[name]
             alpha = float(opacity.get(name, 1.0))
             if layer.source in layers:
                 tiles.append(view.tile_overlay(run, layer, alpha, view.base_url_path()))
-            else:
-                images.append(view.image_layer(
-                    view.rendered(cache_of(layer), layer, source_of[layer.source]), name, alpha))
+            else:  # added data: held by the app and served as tiles too (app/held_tiles.py)
+                tiles.append(view.added_overlay(
+                    layer, source_of[layer.source],
+                    [x for x in display if x.source == layer.source], alpha,
+                    view.base_url_path()))
     with widgets.guard("Drawing the map"):
         fmap = build_map(aoi=run.request.aoi, basemap=None, layer_control=False,
                          side_by_side=True, static_url=widgets.static_url(),
                          note=SYNTHETIC_MAP_NOTE if run.synthetic else None)
-        group = raster_group(basemap=choices[basemap], tiles=tiles, images=images,
+        group = raster_group(basemap=choices[basemap], tiles=tiles,
                              marker=state.INSPECT_POINT.get(), compare=compare)
         result = st_folium(fmap, key=W.LAYERS_MAP, height=560, use_container_width=True,
-                           returned_objects=["last_clicked"], feature_group_to_add=group)
+                           returned_objects=["last_clicked", *map_view.VIEW_OBJECTS],
+                           feature_group_to_add=group,
+                           **map_view.view_args("layers", run.id, f"{run.id}|{run.synthetic}"))
+        map_view.remember("layers", run.id, result)
         point = (result or {}).get("last_clicked")
         if point and (float(point["lat"]), float(point["lng"])) != state.INSPECT_POINT.get():
             state.INSPECT_POINT.set((float(point["lat"]), float(point["lng"])))

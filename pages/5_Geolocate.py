@@ -14,7 +14,7 @@ from app.job_store import JobState
 from app.runs import RunStore
 from app.tasks import Condition, JobSpec, Task
 from app.ui import geolocate_view as view
-from app.ui import queue_panel, runtime, state, widgets
+from app.ui import map_view, queue_panel, runtime, state, widgets
 from app.ui.state import W
 from inference.errors import InvalidRequestError
 from inference.models import ModelSize
@@ -134,8 +134,14 @@ def _show(outcome: GeolocationOutcome) -> None:
                    "are not plotted.")
     map_col, table_col = st.columns([3, 2])
     with map_col, widgets.guard("Drawing the map"):
-        st_folium(view.results_map(result.samples, truth, static_url=widgets.static_url()),
-                  key=W.GEO_MAP, height=460, use_container_width=True, returned_objects=[])
+        scope = str(state.GEOLOCATE_JOB_ID.get())
+        map_view.remember("geolocate", scope, st.session_state.get(W.GEO_MAP))
+        value = st_folium(
+            view.results_map(result.samples, truth, static_url=widgets.static_url()),
+            key=W.GEO_MAP, height=460, use_container_width=True,
+            returned_objects=map_view.VIEW_OBJECTS,
+            **map_view.view_args("geolocate", scope, scope))
+        map_view.remember("geolocate", scope, value)
     with table_col:
         st.dataframe(view.summary_table(stats), hide_index=True, width="stretch")
         with widgets.guard("Preparing the downloads"):

@@ -2,10 +2,10 @@
 (visibility, opacity, order, stretch, ramp), the map's changing layers (tile URLs of
 :mod:`app.tiles`), inspector and statistics tables, added layers.
 
-Run layers reach the map as tiles served on the app's own port; only layers the analyst added
-(not in the run store) are rendered to PNGs here. Loaded rasters, statistics and those PNGs are
-cached per process (``st.cache_resource``) by the run's folder and creation time, so reruns (a
-toggle, a click) re-read and re-render nothing.
+Run layers reach the map as tiles served on the app's own port; layers the analyst added (not in
+the run store) too, from the copy the app holds of them (:mod:`app.held_tiles`). Loaded rasters,
+statistics and the snapshot PNGs are cached per process (``st.cache_resource``) by the run's
+folder and creation time, so reruns (a toggle, a click) re-read and re-render nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import xarray as xr
 
 from app.colors import CVD_SAFE_RAMPS, Style, StyleKind
 from app.layers import DisplayLayer, RenderedLayer, display_layers_for, layer_statistics, render_png
-from app.map_rasters import ImageLayer, TileOverlay
+from app.map_rasters import TileOverlay
 from app.tiles import NATIVE_ZOOM_EXTRA, layer_extent, tile_url_template
 from app.ui import state
 
@@ -314,7 +314,21 @@ def tile_overlay(run: Any, layer: DisplayLayer, opacity: float,
                                              style=layer.style))
 
 
-def image_layer(rendered_: RenderedLayer, name: str, opacity: float) -> ImageLayer:
-    """An added layer's PNG as an inline image layer."""
-    return ImageLayer(name=name, data_url=rendered_.data_url, opacity=float(opacity),
-                      bounds=rendered_.bounds)
+def added_overlay(layer: DisplayLayer, da: xr.DataArray, layers_of_source: Sequence[DisplayLayer],
+                  opacity: float, base_url_path: str = "") -> TileOverlay:
+    """A layer the analyst added as a tile layer: its raster is held by the app
+    (:func:`app.held_tiles.held_rasters`, written once per process) and drawn with ``layer``'s
+    style.
+
+    Args:
+        layer: The (styled) display layer to draw.
+        da: Its raster.
+        layers_of_source: Every display layer of that raster (the ids the tiles answer to).
+        opacity: 0..1.
+        base_url_path: Streamlit's ``server.baseUrlPath``.
+    """
+    from app.added_layers import added_cache_key
+    from app.held_tiles import held_overlay, held_rasters
+
+    held = held_rasters().hold(added_cache_key(layer.source), da, layers_of_source)
+    return held_overlay(held, layer, opacity, base_url_path=base_url_path)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app.held_tiles import held_rasters
 from app.settings import load_settings
 from app.tiles import TileService, tile_routes
 
@@ -25,15 +26,16 @@ _SERVICES: dict[Path, TileService] = {}
 
 
 def tile_service() -> TileService:
-    """The tile service of the configured run store (one per store folder, per process)."""
+    """The tile service of the configured run store (one per store folder, per process), which
+    also serves the rasters the pages hold (:func:`app.held_tiles.held_rasters`)."""
     runs_dir = load_settings().runs_dir
     if runs_dir not in _SERVICES:
-        _SERVICES[runs_dir] = TileService(runs_dir)
+        _SERVICES[runs_dir] = TileService(runs_dir, held=held_rasters())
     return _SERVICES[runs_dir]
 
 
 def _run_page() -> None:
-    from app.ui import queue_panel, state, widgets
+    from app.ui import map_view, queue_panel, state, widgets
 
     st.set_page_config(
         page_title="TerraLens",
@@ -52,6 +54,7 @@ def _run_page() -> None:
         state.RUN_ID.set(run_param)
 
     current = st.navigation(widgets.navigation_pages(), position="sidebar")
+    map_view.note_page(current.url_path)  # maps keep their view when a page is re-entered
     widgets.sidebar(settings)
     queue_panel.queue_panel(settings)
     current.run()

@@ -248,39 +248,83 @@ def loaded_scene_markdown(scene: Any) -> str:
 
 
 # -- Map -------------------------------------------------------------------------------------------
-def scene_preview(scene: Any) -> tuple[Any, Any] | None:
-    """(display layer, rendered PNG) of the loaded scene's true colour, or ``None``."""
-    from app.layers import display_layers_for, render_png
+def scene_preview(scene: Any) -> tuple[Any, str] | None:
+    """(display layer, hold key) of the loaded scene's true colour, or ``None``.
+
+    The map draws it as tiles of the copy the app holds (:func:`preview_overlay`); the key is
+    new for every loaded scene.
+    """
+    import uuid
+
+    from app.layers import display_layers_for
 
     try:
         layers = display_layers_for({str(scene.attrs.get("modality", "S2L2A")): scene})
-        first = next((lay for lay in layers if lay.name == "Input true colour"), None)
-        if first is None:
-            first = layers[0] if layers else None
-        return None if first is None else (first, render_png(scene, first, max_size=1024))
     except TerraLensError as err:
         logger.warning("no preview of the loaded scene: %s", err)
         return None
+    first = next((lay for lay in layers if lay.name == "Input true colour"), None)
+    if first is None:
+        first = layers[0] if layers else None
+    return None if first is None else (first, f"scene-preview|{uuid.uuid4().hex}")
+
+
+def preview_overlay(scene: Any, preview: tuple[Any, str] | None,
+                    base_url_path: str | None = None) -> Any:
+    """The loaded scene's preview as a tile layer (:class:`app.map_rasters.TileOverlay`) of the
+    bands it shows, held by the app (written once per process), or ``None``.
+
+    Args:
+        scene: The loaded scene (``state.SCENE``).
+        preview: Its :func:`scene_preview`.
+        base_url_path: Streamlit's ``server.baseUrlPath`` (default: the running server's).
+    """
+    from app.held_tiles import held_overlay, held_rasters
+
+    if scene is None or preview is None:
+        return None
+    if base_url_path is None:
+        base_url_path = str(st.get_option("server.baseUrlPath") or "")
+    layer, key = preview
+    try:
+        held = held_rasters().hold(key, scene.sel(band=list(layer.bands)), [layer])
+    except (TerraLensError, KeyError) as err:
+        logger.warning("no preview of the loaded scene: %s", err)
+        return None
+    return held_overlay(held, layer, 1.0, base_url_path=base_url_path)
+
+
+def map_signature(aoi: AOI | None, results: Sequence[SceneSummary] | None,
+                  selected: SceneSummary | None, preview: Any, geocoder_url: str | None) -> str:
+    """What the Search map's script is built from (a change re-mounts the map; see
+    :mod:`app.ui.map_view`)."""
+    import hashlib
+
+    parts = [aoi.to_json() if aoi is not None else "", *(s.id for s in results or []),
+             selected.id if selected is not None else "", getattr(preview, "url", ""),
+             geocoder_url or ""]
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()
 
 
 def search_map(
     aoi: AOI | None,
     results: Sequence[SceneSummary] | None,
     selected: SceneSummary | None,
-    preview: tuple[Any, Any] | None,
+    preview: Any = None,
     *,
     center: tuple[float, float] | None = None,
     zoom: int | None = None,
     geocoder_url: str | None = None,
 ) -> Any:
     """The Search page map: drawing tools, the AOI, result footprints (the selected one
-    highlighted), the true-colour preview of a loaded scene and, with ``geocoder_url``
-    (``Settings.geocoder_url``), a place search box."""
+    highlighted), the true-colour preview of a loaded scene (a
+    :class:`app.map_rasters.TileOverlay` from :func:`preview_overlay`, drawn from the app's
+    tiles) and, with ``geocoder_url`` (``Settings.geocoder_url``), a place search box."""
     from app.maps import build_map
 
     footprints = [(s.id, s.footprint, selected is not None and s.id == selected.id)
                   for s in results or []]
-    overlays = [(preview[0], preview[1], 1.0)] if preview is not None else []
-    return build_map(aoi=aoi, footprints=footprints, overlays=overlays, draw=True,
+    return build_map(aoi=aoi, footprints=footprints, draw=True,
+                     tile_overlays=[preview] if preview is not None else [],
                      center=center, zoom=zoom, static_url=widgets.static_url(),
                      geocoder_url=geocoder_url)

@@ -88,10 +88,6 @@ AOI_SOURCE: Key[str] = Key("aoi_source", lambda: "", "how the AOI was given: dra
 LAST_DRAWING: Key[str | None] = Key(
     "last_drawing", _none, "JSON of the last map drawing already turned into the AOI"
 )
-MAP_CENTER: Key[tuple[float, float] | None] = Key(
-    "map_center", _none, "(lat, lon) the search map is recentred on ('jump to')"
-)
-MAP_ZOOM: Key[int | None] = Key("map_zoom", _none, "zoom of the search map after 'jump to'")
 SEARCH_REQUEST: Key[SearchRequest | None] = Key(
     "search_request", _none, "the last search that ran (frozen SearchRequest)"
 )
@@ -112,7 +108,8 @@ SCENE_AOI_JSON: Key[str | None] = Key(
     "scene_aoi", _none, "the AOI (JSON) the loaded scene was read for"
 )
 SCENE_PREVIEW: Key[Any] = Key(
-    "scene_preview", _none, "(DisplayLayer, RenderedLayer) true colour of the loaded scene"
+    "scene_preview", _none,
+    "(DisplayLayer, hold key) true colour of the loaded scene, drawn as held tiles",
 )
 
 # -- Run ----------------------------------------------------------------------------------------
@@ -154,6 +151,18 @@ DELETE_PENDING: Key[str | None] = Key("delete_pending", _none, "run id awaiting 
 GEOLOCATE_JOB_ID: Key[int | None] = Key(
     "geolocate_job_id", _none, "the geolocation job this session submitted last"
 )
+
+
+# -- Map views (app/ui/map_view.py) --------------------------------------------------------------
+MAP_VIEWS: Key[dict[str, tuple[str, float, float, int]]] = Key(
+    "map_views", dict, "map name -> (scope, lat, lon, zoom): the view each map showed last"
+)
+MAP_VIEWS_PASSED: Key[dict[str, Any]] = Key(
+    "map_views_passed", dict,
+    "map name -> ((scope, signature), view passed to st_folium): changed only on a re-mount",
+)
+PAGE_NOW: Key[str | None] = Key("page_now", _none, "url path of the page this run shows")
+PAGE_BEFORE: Key[str | None] = Key("page_before", _none, "url path of the previous run's page")
 
 
 # -- Widget keys (values managed by Streamlit) ---------------------------------------------------
@@ -285,7 +294,7 @@ def set_aoi(aoi: AOI | None, source: str = "") -> None:
         return
     AOI_JSON.set(new)
     AOI_SOURCE.set(source if aoi is not None else "")
-    for key in (SEARCH_RESULTS, SEARCH_REQUEST, SELECTED_SCENE_ID, MAP_CENTER, MAP_ZOOM):
+    for key in (SEARCH_RESULTS, SEARCH_REQUEST, SELECTED_SCENE_ID):
         key.clear()
     SEARCH_SKIPPED.clear()
 
