@@ -416,7 +416,7 @@ def build_map(
         folium.map.CustomPane(RASTER_PANE, z_index=350, pointer_events=False).add_to(m)
     for tiles in tile_overlays:
         folium.TileLayer(
-            tiles.url, attr="", name=html_text(tiles.name), overlay=True, control=True,
+            tiles.url, attr="TerraLens", name=html_text(tiles.name), overlay=True, control=True,
             opacity=float(tiles.opacity), max_zoom=22,
             max_native_zoom=int(tiles.max_native_zoom), pane=RASTER_PANE,
             bounds=[list(tiles.bounds[0]), list(tiles.bounds[1])],

@@ -6,16 +6,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+import morecantile
 import numpy as np
 import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
 from app import added_layers
 from app.escaping import markdown_text
+from app.aoi import AOI
 from app.exports import polygons_bytes
+from app.held_tiles import held_rasters
 from app.layer_names import layer_label, source_label
 from app.layers import display_layers_for
 from app.map_export import EXPORT_WIDTHS
 from app.rasters import layer_to_cog_bytes
+from app.tiles import TileService, tile_routes
 from app.ui.layers_view import newest_output
 from app.ui.state import W
 from tests.fixtures.app_server import (
@@ -274,10 +280,44 @@ def test_added_geotiff_is_styled_like_run_layers(app_run: Any, sample_layers: An
     assert added == ["Elevation · my_dem.tif (input) · Input DEM · my_dem.tif"]
     legends = "".join(h.proto.body for h in at.get("html"))
     assert "DEM (m)" in legends
-    # An added layer is not in the run store: it is drawn from its PNG, on top.
-    assert image_overlay_count(_group(at)) == 1
-    assert len(tile_layer_urls(_group(at))) == 1
+    # An added layer is not in the run store: the app holds a copy and serves it as tiles too,
+    # on top, under a token (no file path, no inlined image in the map).
+    assert image_overlay_count(_group(at)) == 0
+    urls = tile_layer_urls(_group(at))
+    assert len(urls) == 2 and "/tiles/held/" in urls[-1] and "/tiles/held/" not in urls[0]
+    assert ".tif" not in urls[-1] and "data:image" not in _group(at)
     assert np.isfinite(prepared.values).any()
+    service = TileService(app_run.path.parent, held=held_rasters())
+    client = TestClient(Starlette(routes=tile_routes(lambda: service)))
+    w, s, e, n = AOI(app_run.request.aoi).bbox
+    tile = next(iter(morecantile.tms.get("WebMercatorQuad").tiles(w, s, e, n, zooms=[16])))
+    url = urls[-1].replace("\\u0026", "&")  # as the browser reads the JSON string
+    response = client.get(url.format(z=tile.z, x=tile.x, y=tile.y))
+    assert response.status_code == 200, (urls[-1], response.text)
+    assert response.headers["content-type"] == "image/png"
+
+
+def test_the_view_is_kept_across_reruns_and_on_coming_back(app_run: Any) -> None:
+    """The map reports its view; a mounted map is not pulled back to it on a rerun, a map
+    mounted anew (the page left and entered again) is given it."""
+    at = _open(app_run.id)
+    [args] = map_args(at)
+    assert args["center"] is None and args["zoom"] is None  # first visit: fitted to the AOI
+    assert {"center", "zoom"} <= set(args["returned_objects"])
+    at.session_state[W.LAYERS_MAP] = {"center": {"lat": 45.011, "lng": 15.021}, "zoom": 17,
+                                      "last_clicked": None}
+    at.run()
+    assert map_args(at)[0]["center"] is None  # the mounted map already shows it
+    assert at.session_state["map_views"]["layers"] == (app_run.id, 45.011, 15.021, 17)
+    at.session_state["page_before"], at.session_state["page_now"] = "runs", "layers"
+    at.run()  # as the entry point records a page entered from the Runs page
+    [args] = map_args(at)
+    assert args["center"] == [45.011, 15.021] and args["zoom"] == 17
+    at.session_state["page_before"] = "layers"
+    at.session_state[W.LAYERS_MAP] = {"center": {"lat": 45.012, "lng": 15.022}, "zoom": 18,
+                                      "last_clicked": None}
+    at.run()
+    assert map_args(at)[0]["center"] == [45.011, 15.021]  # unchanged: no pull back
 
 
 def test_water_polygons_download_matches_the_mask(app_run: Any, sample_layers: Any,

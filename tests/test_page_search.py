@@ -4,17 +4,25 @@ the results table, scene selection and loading."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import re
 from pathlib import Path
 
+import morecantile
+import numpy as np
 import pytest
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
 from app.aoi import AOI
 from app.catalog import SearchRequest, search_scenes
+from app.held_tiles import held_rasters
+from app.tiles import TileService, tile_routes
 from app.ui import search_view
 from app.ui.state import W
-from tests.fixtures.app_server import page_test
+from tests.fixtures.app_server import map_scripts, page_test
 from tests.fixtures.s2_scenes import SceneSet, utm_box_to_lonlat
 
 PAGE = "1_Search.py"
@@ -160,6 +168,21 @@ def test_search_lists_the_catalog_scenes_and_loads_one(
     assert "1000 DN subtracted" in text
     # The true-colour preview went onto the map state and a link leads to the Run page.
     assert at.session_state["scene_preview"] is not None
+    # The preview is drawn from the app's tiles (a held copy of its bands), not inlined.
+    [script] = map_scripts(at)
+    assert "data:image" not in script and "L.imageOverlay(" not in script
+    [url] = [u.replace("\\u0026", "&")  # as the browser reads the JSON string
+             for u in re.findall(r'L\.tileLayer\(\s*"(/tiles/held/[^"]+)"', script)]
+    service = TileService(app_env / "runs", held=held_rasters())
+    client = TestClient(Starlette(routes=tile_routes(lambda: service)))
+    w, s, e, n = aoi_a.bbox
+    tile = next(iter(morecantile.tms.get("WebMercatorQuad").tiles(w, s, e, n, zooms=[15])))
+    response = client.get(url.format(z=tile.z, x=tile.x, y=tile.y))
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    rgba = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGBA"))
+    assert (rgba[..., 3] == 255).sum() > 1000, "the scene's pixels are in the tile"
+    assert client.get(url.replace(url.split("/")[3], "A" * 24).format(
+        z=tile.z, x=tile.x, y=tile.y)).status_code == 404
     assert any("run" in str(link.proto.page) for link in at.get("page_link"))
 
 

@@ -4,6 +4,8 @@ runs and layers, with cache headers (:mod:`app.tiles`, served through its Starle
 from __future__ import annotations
 
 import io
+import math
+from pathlib import Path
 from typing import Any
 
 import morecantile
@@ -18,9 +20,11 @@ from starlette.testclient import TestClient
 
 from app.aoi import AOI
 from app.colors import CLASS_NODATA, StyleKind, colourise
+from app.held_tiles import HeldRasters
 from app.layers import display_layers_for
 from app.tiles import (
     CACHE_CONTROL,
+    NATIVE_ZOOM_EXTRA,
     TileNotFoundError,
     TileService,
     TileStyle,
@@ -207,3 +211,131 @@ def test_bad_stretches_are_refused(client: TestClient, sample_run: tuple[Any, An
         assert response.status_code == 400, query
     with pytest.raises(InvalidRequestError, match="low to high"):
         TileStyle(vmin=2.0, vmax=1.0)
+
+
+# -- Rasters the app holds (app/held_tiles.py): the Search preview, added layers -------------------
+def _source_expected(source: Path, bands: list[str], layer: Any, tile: morecantile.Tile
+                     ) -> np.ndarray:
+    """The tile as rasterio reads the *source* GeoTIFF (not the held copy) over the same Web
+    Mercator bounds, coloured with the layer's colour table."""
+    transform = rasterio.transform.from_bounds(*TMS.xy_bounds(tile), 256, 256)
+    indexes = [bands.index(b) + 1 for b in layer.bands]
+    with rasterio.open(source) as ds, WarpedVRT(
+        ds, crs="EPSG:3857", transform=transform, width=256, height=256,
+        resampling=Resampling.nearest, nodata=np.nan,
+    ) as vrt:
+        data = vrt.read(indexes).astype(np.float64)
+    valid = np.isfinite(data).all(axis=0)
+    values = np.where(valid, data, np.nan)
+    return colourise(values if layer.style.kind is StyleKind.RGB else values[0], layer.style)
+
+
+@pytest.fixture
+def held_client(tmp_path: Path, sample_run: tuple[Any, Any]) -> tuple[TestClient, HeldRasters]:
+    store, _ = sample_run
+    held = HeldRasters(tmp_path / "held")
+    service = TileService(store.root, held=held)
+    return TestClient(Starlette(routes=tile_routes(lambda: service))), held
+
+
+def _plain_geotiff(da: Any, path: Path) -> list[str]:
+    """``da`` as a plain (not cloud-optimised) float GeoTIFF; returns its band order."""
+    plain = da.astype("float32").copy()
+    plain.attrs = {}
+    plain.rio.write_nodata(np.nan, encoded=False, inplace=True)
+    plain.rio.to_raster(path)
+    return [str(b) for b in np.atleast_1d(da["band"].values)]
+
+
+@pytest.mark.parametrize("source, name", [("input", "Input true colour"), ("DEM", "[G] DEM")])
+def test_a_held_raster_tile_has_the_source_pixels(held_client: tuple[TestClient, HeldRasters],
+                                                  sample_layers: Any, sample_run: Any,
+                                                  tmp_path: Path, source: str,
+                                                  name: str) -> None:
+    """A scene preview (true colour) and an added single-band layer come back as PNG tiles
+    with the pixels rasterio reads from the source file over the same bounds."""
+    client, held = held_client
+    _, run = sample_run
+    da = sample_layers.input_layer if source == "input" else sample_layers.layers[source]
+    layers = display_layers_for({source: da})
+    layer = next(x for x in layers if x.name == name)
+    entry = held.hold(f"test|{source}", da, layers)
+    bands = _plain_geotiff(da, tmp_path / "source.tif")
+    template = entry.url_template(layer)
+    assert template.startswith(f"/tiles/held/{entry.token}/{layer_id(layer)}/")
+    assert str(tmp_path) not in template and ".tif" not in template
+    checked = 0
+    for tile in _tiles_over(run, 16):
+        response = client.get(template.format(z=tile.z, x=tile.x, y=tile.y))
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "image/png"
+        assert response.headers["cache-control"] == CACHE_CONTROL
+        want = _source_expected(tmp_path / "source.tif", bands, layer, tile)
+        np.testing.assert_array_equal(_decode(response.content), want, err_msg=str(tile))
+        checked += int((want[..., 3] > 0).sum())
+    assert checked > 1000
+    # Holding the same raster again writes nothing and keeps its token.
+    assert held.hold(f"test|{source}", da, layers).token == entry.token and len(held) == 1
+
+
+def test_the_finest_held_tile_reads_native_pixels(held_client: tuple[TestClient, HeldRasters],
+                                                  sample_layers: Any) -> None:
+    """At the zoom the map asks last (native + NATIVE_ZOOM_EXTRA) a tile pixel is finer than
+    the 10 m data, so every data pixel shows as its own block."""
+    _, held = held_client
+    da = sample_layers.layers["DEM"]
+    layers = display_layers_for({"DEM": da})
+    entry = held.hold("dem", da, layers)
+    lat = (entry.bounds[0][0] + entry.bounds[1][0]) / 2
+    finest = entry.native_zoom + NATIVE_ZOOM_EXTRA
+    metres = 156543.03392 * math.cos(math.radians(lat)) / 2**finest
+    assert metres < 10.0 / 2
+
+
+def test_unknown_tokens_and_traversal_are_404(held_client: tuple[TestClient, HeldRasters],
+                                              sample_layers: Any, sample_run: Any,
+                                              tmp_path: Path) -> None:
+    client, held = held_client
+    _, run = sample_run
+    da = sample_layers.layers["DEM"]
+    entry = held.hold("dem", da, display_layers_for({"DEM": da}))
+    tile = _tiles_over(run, 16)[0]
+    zxy = f"{tile.z}/{tile.x}/{tile.y}.png"
+    good = f"/tiles/held/{entry.token}/g-dem/{zxy}"
+    assert client.get(good).status_code == 200
+    (tmp_path / "secret.tif").write_bytes(entry.path.read_bytes())
+    for url in [
+        f"/tiles/held/{'A' * 24}/g-dem/{zxy}",  # a well-formed token nobody holds
+        f"/tiles/held/{entry.token[:-1]}x/g-dem/{zxy}",
+        f"/tiles/held/{entry.token}/g-nothing/{zxy}",  # no such layer
+        f"/tiles/held/..%2Fsecret/g-dem/{zxy}", f"/tiles/held/%2E%2E/g-dem/{zxy}",
+        f"/tiles/held/{entry.token}/..%2F..%2Fsecret.tif/{zxy}",
+        f"/tiles/held/{entry.path.name}/g-dem/{zxy}", f"/tiles/held/{entry.path}/g-dem/{zxy}",
+        f"/tiles/held/{entry.token}/g-dem/23/0/0.png",
+    ]:
+        response = client.get(url)
+        assert response.status_code in (400, 404), url
+        assert response.headers["content-type"].startswith("text/plain"), url
+    for token in ["..", "../secret", str(tmp_path / "secret.tif"), entry.path.name]:
+        with pytest.raises(TileNotFoundError):
+            held.get(token)
+
+
+def test_held_rasters_stay_within_their_bounds(tmp_path: Path, sample_layers: Any) -> None:
+    """The table keeps at most its entries; a dropped raster's file is deleted and its
+    token answers 404; holding it again gives a new token."""
+    held = HeldRasters(tmp_path / "held", max_entries=2)
+    da = sample_layers.layers["DEM"]
+    layers = display_layers_for({"DEM": da})
+    first = held.hold("a", da, layers)
+    held.hold("b", da, layers)
+    held.hold("c", da, layers)
+    assert len(held) == 2 and len(list((tmp_path / "held").iterdir())) == 2
+    assert not first.path.exists()
+    with pytest.raises(TileNotFoundError):
+        held.get(first.token)
+    assert held.hold("a", da, layers).token != first.token
+    small = HeldRasters(tmp_path / "small", max_bytes=1)
+    small.hold("a", da, layers)
+    small.hold("b", da, layers)
+    assert len(small) == 1  # the newest is kept even when larger than the bound
