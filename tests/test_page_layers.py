@@ -13,8 +13,8 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from app import added_layers
-from app.escaping import markdown_text
 from app.aoi import AOI
+from app.escaping import markdown_text
 from app.exports import polygons_bytes
 from app.held_tiles import held_rasters
 from app.layer_names import layer_label, source_label
