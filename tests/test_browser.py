@@ -484,6 +484,19 @@ def _load_scene_and_go_to_run(page: Any, server: dict[str, Any]) -> None:
     from playwright.sync_api import expect
 
     page.goto(server["url"])
+    _search_and_load_scene(page)
+    page.get_by_role("link", name="Continue: run TerraMind on this scene →").click()
+    expect(page.get_by_text(re.compile(r"\d+ chips? of 224 px"))).to_be_visible()
+
+
+#: The preview's loaded tiles on the Search map.
+_PREVIEW_TILES = ".leaflet-terralensRasters-pane img.leaflet-tile-loaded"
+
+
+def _search_and_load_scene(page: Any) -> None:
+    """On the Search page: type a bbox, search the test catalog, load its scene."""
+    from playwright.sync_api import expect
+
     expect(_map(page).locator(".leaflet-container")).to_be_visible()
     page.get_by_role("tab", name="Bounding box").click()
     bbox = page.get_by_label("West, South, East, North (degrees)")
@@ -503,11 +516,104 @@ def _load_scene_and_go_to_run(page: Any, server: dict[str, Any]) -> None:
     page.mouse.click(box["x"] + 18, box["y"] + 35 + 18)
     page.get_by_role("button", name="Load scene").click()
     expect(page.get_by_text("Loaded scene")).to_be_visible()
-    # The true-colour preview of the loaded window is an overlay on the map.
-    expect(_map(page).locator(".leaflet-image-layer")).to_have_count(1)
+    # The true-colour preview of the loaded window arrives as tiles, not an inlined image.
+    expect(_map(page).locator(_PREVIEW_TILES)).not_to_have_count(0)
+    expect(_map(page).locator(".leaflet-image-layer")).to_have_count(0)
 
-    page.get_by_role("link", name="Continue: run TerraMind on this scene →").click()
-    expect(page.get_by_text(re.compile(r"\d+ chips? of 224 px"))).to_be_visible()
+
+#: JS: the map has sent the view ``arg`` = [lat, lng, zoom] to the app (streamlit-folium's
+#: last value), so the server knows it.
+_VIEW_SENT = """([lat, lng, zoom]) => {
+    const frame = document.querySelector('iframe[title="streamlit_folium.st_folium"]');
+    const data = frame && frame.contentWindow && frame.contentWindow.__GLOBAL_DATA__;
+    const sent = data && data.previous_data;
+    return !!sent && !!sent.center && sent.zoom === zoom
+        && Math.abs(sent.center.lat - lat) < 1e-9 && Math.abs(sent.center.lng - lng) < 1e-9;
+}"""
+
+#: JS: the map shows the view ``arg`` = [lat, lng, zoom] (to a millionth of a degree).
+_VIEW_IS = """([lat, lng, zoom]) => {
+    const frame = document.querySelector('iframe[title="streamlit_folium.st_folium"]');
+    const map = frame && frame.contentWindow && frame.contentWindow.map_div;
+    if (!map || !map.getCenter) return false;
+    const c = map.getCenter();
+    return map.getZoom() === zoom && Math.abs(c.lat - lat) < 1e-6
+        && Math.abs(c.lng - lng) < 1e-6;
+}"""
+
+
+def _move_map(page: Any, lat: float, lng: float, zoom: int) -> list[float]:
+    """Pan/zoom the map to (lat, lng, zoom) as the analyst would, and wait until the app got
+    the view; returns the view the map shows."""
+    page.evaluate("""([lat, lng, zoom]) => document
+        .querySelector('iframe[title="streamlit_folium.st_folium"]').contentWindow.map_div
+        .setView([lat, lng], zoom, {animate: false})""", [lat, lng, zoom])
+    page.wait_for_function(f"() => ({_VIEW})() && ({_VIEW})()[2] === {zoom}")
+    view = page.evaluate(_VIEW)
+    page.wait_for_function(_VIEW_SENT, arg=view)
+    _wait_idle(page)
+    return view
+
+
+def _go(page: Any, title: str) -> None:
+    """Another page through the sidebar (the same session)."""
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+
+
+def test_search_preview_tiles_and_views_kept_across_pages(page: Any,
+                                                          server: dict[str, Any]) -> None:
+    """The Search preview arrives as image/png tiles; the Layers and Search maps show the
+    view the analyst left them at after visiting other pages and coming back."""
+    from playwright.sync_api import expect
+
+    run = server["run"]
+    held: list[tuple[str, int, str]] = []
+    page.on("response", lambda r: held.append(
+        (r.url, r.status, r.headers.get("content-type", ""))) if "/tiles/held/" in r.url
+        else None)
+    with screenshots(page, "views-kept"):
+        # The Layers map, moved off its AOI fit.
+        page.goto(f"{server['url']}/layers?run={run.id}")
+        expect(_map(page).locator(
+            ".leaflet-terralensRasters-pane img.leaflet-tile-loaded")).not_to_have_count(0)
+        page.wait_for_function(_VIEW)
+        lat, lng, zoom = page.evaluate(_VIEW)
+        layers_view = _move_map(page, lat + 0.002, lng - 0.003, int(zoom) + 1)
+
+        # The Search page (same session): load the scene, its preview comes as tiles.
+        _go(page, "Search")
+        _search_and_load_scene(page)
+        assert held and all(status == 200 and ctype == "image/png"
+                            for _, status, ctype in held), held
+        assert all(re.search(r"/tiles/held/[A-Za-z0-9_-]{24}/[a-z0-9-]+/\d+/\d+/\d+\.png",
+                             url) for url, _, _ in held)
+        page.wait_for_function(_VIEW)
+        lat, lng, zoom = page.evaluate(_VIEW)
+        search_view = _move_map(page, lat - 0.001, lng + 0.002, int(zoom) + 1)
+        page.screenshot(path=str(ARTIFACTS / "views-kept-search-before.png"))
+
+        # Away and back: each map is where it was left.
+        _go(page, "Layers")
+        page.wait_for_function(_VIEW_IS, arg=layers_view)
+        expect(_map(page).locator(
+            ".leaflet-terralensRasters-pane img.leaflet-tile-loaded")).not_to_have_count(0)
+        _wait_idle(page)
+        assert page.evaluate(_VIEW_IS, layers_view), (page.evaluate(_VIEW), layers_view)
+        page.screenshot(path=str(ARTIFACTS / "views-kept-layers-after.png"))
+        _go(page, "Runs")
+        expect(page.get_by_role("heading", name="Stored runs")).to_be_visible()
+        _go(page, "Search")
+        page.wait_for_function(_VIEW_IS, arg=search_view)
+        expect(_map(page).locator(_PREVIEW_TILES)).not_to_have_count(0)
+        _wait_idle(page)
+        assert page.evaluate(_VIEW_IS, search_view), (page.evaluate(_VIEW), search_view)
+        # A rerun (a widget change) keeps it too.
+        page.get_by_role("tab", name="Jump to").click()
+        latitude = page.get_by_label("Latitude")
+        latitude.fill("46")
+        latitude.press("Enter")
+        _wait_idle(page)
+        assert page.evaluate(_VIEW_IS, search_view), (page.evaluate(_VIEW), search_view)
 
 
 @pytest.mark.model
