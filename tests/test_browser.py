@@ -531,14 +531,15 @@ _VIEW_SENT = """([lat, lng, zoom]) => {
         && Math.abs(sent.center.lat - lat) < 1e-9 && Math.abs(sent.center.lng - lng) < 1e-9;
 }"""
 
-#: JS: the map shows the view ``arg`` = [lat, lng, zoom] (to a millionth of a degree).
+#: JS: the map shows the view ``arg`` = [lat, lng, zoom]: that zoom, and that centre within a
+#: screen pixel (a resize of the map's frame may shift it by less).
 _VIEW_IS = """([lat, lng, zoom]) => {
     const frame = document.querySelector('iframe[title="streamlit_folium.st_folium"]');
     const map = frame && frame.contentWindow && frame.contentWindow.map_div;
     if (!map || !map.getCenter) return false;
-    const c = map.getCenter();
-    return map.getZoom() === zoom && Math.abs(c.lat - lat) < 1e-6
-        && Math.abs(c.lng - lng) < 1e-6;
+    const here = map.latLngToContainerPoint(map.getCenter());
+    return map.getZoom() === zoom
+        && here.distanceTo(map.latLngToContainerPoint([lat, lng])) < 1.0;
 }"""
 
 
