@@ -103,7 +103,8 @@ def native_pixels_check(run: Any, layer: Any, service: Any, zoom: int) -> tuple[
     png = service.render(run.id, layer_id(layer), tile.z, tile.x, tile.y)
     got = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
     transform = rasterio.transform.from_bounds(*tms.xy_bounds(tile), 256, 256)
-    with rasterio.open(run.layer_path(layer.source), OVERVIEW_LEVEL=-1) as ds:
+    # Finer than the data, GDAL reads the full-resolution band (never an overview).
+    with rasterio.open(run.layer_path(layer.source)) as ds:
         index = list(ds.descriptions).index(layer.bands[0]) + 1
         with WarpedVRT(ds, crs="EPSG:3857", transform=transform, width=256, height=256,
                        resampling=Resampling.nearest) as vrt:
