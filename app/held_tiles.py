@@ -44,6 +44,8 @@ from inference.errors import RunStoreError
 MAX_HELD = 48
 #: Bytes of held COGs on disk at once.
 MAX_HELD_BYTES = 3 * 1024**3
+#: Bytes of held PNG images (e.g. the Geolocate page's density grid) in memory at once.
+MAX_IMAGE_BYTES = 32 * 1024**2
 #: What a token looks like (``secrets.token_urlsafe(18)``); anything else is refused unread.
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{24}$")
 
@@ -104,13 +106,15 @@ class HeldRasters:
         self.max_bytes = int(max_bytes)
         self._by_token: OrderedDict[str, HeldRaster] = OrderedDict()
         self._by_key: dict[str, str] = {}
+        self._images: OrderedDict[str, bytes] = OrderedDict()
+        self._image_keys: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._by_token)
 
     @property
-    def bytes(self) -> int:
+    def disk_bytes(self) -> int:
         """Bytes of the held COGs."""
         with self._lock:
             return sum(h.size for h in self._by_token.values())
@@ -154,6 +158,42 @@ class HeldRasters:
                 raise TileNotFoundError(f"no raster is held under {token!r}")
             self._by_token.move_to_end(token)
             return held
+
+    def hold_image(self, key: str, png: bytes) -> str:
+        """Hold a small PNG image (drawn whole on a map, e.g. a density grid); its token.
+
+        The same ``key`` returns the same token while the image is held. Images are kept in
+        memory within :data:`MAX_IMAGE_BYTES` and :attr:`max_entries`, oldest dropped first.
+        """
+        with self._lock:
+            token = self._image_keys.get(key)
+            if token is not None and token in self._images:
+                self._images.move_to_end(token)
+                return token
+            token = secrets.token_urlsafe(18)
+            self._images[token] = bytes(png)
+            self._image_keys[key] = token
+            total = sum(len(v) for v in self._images.values())
+            while len(self._images) > 1 and (len(self._images) > self.max_entries
+                                             or total > MAX_IMAGE_BYTES):
+                dropped, data = self._images.popitem(last=False)
+                total -= len(data)
+                for k in [k for k, t in self._image_keys.items() if t == dropped]:
+                    del self._image_keys[k]
+            return token
+
+    def image(self, token: str) -> bytes:
+        """The PNG held under ``token``.
+
+        Raises:
+            TileNotFoundError: no image is held under that token.
+        """
+        with self._lock:
+            png = self._images.get(str(token)) if TOKEN.match(str(token)) else None
+            if png is None:
+                raise TileNotFoundError(f"no image is held under {token!r}")
+            self._images.move_to_end(token)
+            return png
 
     def _write(self, da: xr.DataArray, layers: Sequence[DisplayLayer]) -> HeldRaster:
         from rio_tiler.io import Reader
@@ -216,3 +256,14 @@ def held_overlay(held: HeldRaster, layer: DisplayLayer, opacity: float, *,
                        max_native_zoom=held.native_zoom + NATIVE_ZOOM_EXTRA,
                        url=held.url_template(layer, base_url_path=base_url_path,
                                              style=layer.style))
+
+
+def held_image_url(png: bytes, *, base_url_path: str = "",
+                   holder: HeldRasters | None = None) -> str:
+    """The URL a map loads ``png`` from (held by the app, keyed by its content)."""
+    import hashlib
+
+    holder = held_rasters() if holder is None else holder
+    token = holder.hold_image(f"png|{hashlib.sha1(png).hexdigest()}", png)
+    base = base_url_path.strip("/")
+    return f"{'/' + base if base else ''}/tiles/held/{token}.png"

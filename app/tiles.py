@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 TILE_PATH = "/tiles/{run_id}/{layer_id}/{z:int}/{x:int}/{y:int}.png"
 #: Path of the tiles of a raster the app holds (:mod:`app.held_tiles`): a token, never a path.
 HELD_TILE_PATH = "/tiles/held/{token}/{layer_id}/{z:int}/{x:int}/{y:int}.png"
+#: Path of a whole PNG image the app holds (e.g. a density grid), by token.
+HELD_IMAGE_PATH = "/tiles/held/{token}.png"
 #: Tile size in pixels.
 TILE_SIZE = 256
 #: Zoom levels served beyond rio-tiler's native zoom of a COG (whose pixels are at most as fine
@@ -421,9 +423,20 @@ def tile_routes(service_for: Callable[[], TileService], base_url_path: str = "")
     async def held_tile(request: Request) -> Response:
         return await answer(request, service_for().render_held, "token")
 
+    async def held_image(request: Request) -> Response:
+        held = service_for().held
+        try:
+            if held is None:
+                raise TileNotFoundError("this server holds no images")
+            png = held.image(str(request.path_params["token"]))
+        except TileNotFoundError as err:
+            return PlainTextResponse(str(err), status_code=404)
+        return Response(png, media_type="image/png", headers={"Cache-Control": CACHE_CONTROL})
+
     base = base_url_path.strip("/")
     prefix = f"/{base}" if base else ""
     return [Route(f"{prefix}{HELD_TILE_PATH}", held_tile, methods=["GET"]),
+            Route(f"{prefix}{HELD_IMAGE_PATH}", held_image, methods=["GET"]),
             Route(f"{prefix}{TILE_PATH}", tile, methods=["GET"])]
 
 

@@ -44,7 +44,7 @@ def write_run(root: Path, km2: float) -> Any:
     import tests.fixtures.runs as fixture
     from app.runs import RunStore
 
-    side = int(round(math.sqrt(km2 * 1e6) / fixture.RES))
+    side = round(math.sqrt(km2 * 1e6) / fixture.RES)
     fixture.WIDTH = fixture.HEIGHT = side
     sample = fixture.make_sample_layers(0)
     layers = {k: v for k, v in sample.layers.items() if k in SOURCES}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 import streamlit as st
@@ -10,6 +11,7 @@ from streamlit_folium import st_folium
 
 from app.escaping import markdown_code, markdown_text
 from app.geolocation import GeolocationOutcome
+from app.held_tiles import held_image_url
 from app.job_store import JobState
 from app.runs import RunStore
 from app.tasks import Condition, JobSpec, Task
@@ -137,7 +139,9 @@ def _show(outcome: GeolocationOutcome) -> None:
         scope = str(state.GEOLOCATE_JOB_ID.get())
         map_view.remember("geolocate", scope, st.session_state.get(W.GEO_MAP))
         value = st_folium(
-            view.results_map(result.samples, truth, static_url=widgets.static_url()),
+            view.results_map(result.samples, truth, static_url=widgets.static_url(),
+                             image_url=partial(held_image_url, base_url_path=str(
+                                 st.get_option("server.baseUrlPath") or ""))),
             key=W.GEO_MAP, height=460, use_container_width=True,
             returned_objects=map_view.VIEW_OBJECTS,
             **map_view.view_args("geolocate", scope, scope))

@@ -10,13 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
 from app.aoi import AOI
 from app.geolocation import GeolocationOutcome, centre_lonlat
+from app.held_tiles import HeldRasters, held_image_url, held_rasters
 from app.job_store import JobState
+from app.tiles import TileService, tile_routes
 from app.ui import geolocate_view as view
 from app.ui.state import W
-from tests.fixtures.app_server import page_test
+from tests.fixtures.app_server import map_args, page_test
 from tests.fixtures.jobs import wait_for_job
 from tests.fixtures.models import s2_window
 
@@ -78,6 +82,18 @@ def test_sampling_from_the_scene_reports_counts_distances_and_downloads(app_env:
         assert any("not plotted" in w.value for w in at.warning)
     labels = {b.proto.label for b in at.get("download_button")}
     assert labels == {"Samples (GeoJSON)", "Samples (CSV)"}
+    # The density grid is loaded from the app's server (held under a token), not inlined.
+    [args] = map_args(at)
+    assert "data:image" not in args["script"]
+    assert {"center", "zoom"} <= set(args["returned_objects"])
+    if stats["valid"]:
+        [url] = re.findall(r'"(/tiles/held/[A-Za-z0-9_-]{24}\.png)"', args["script"])
+        service = TileService(app_env / "runs", held=held_rasters())
+        client = TestClient(Starlette(routes=tile_routes(lambda: service)))
+        response = client.get(url)
+        assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(response.content)).size == (180, 180)
+        assert client.get(f"/tiles/held/{'A' * 24}.png").status_code == 404
 
 
 def test_density_grid_lines_up_with_web_mercator() -> None:
@@ -113,6 +129,26 @@ def test_results_map_loads_no_cdn_script() -> None:
     control = html.index("L.control.layers(")
     assert control > html.rindex("L.circleMarker(")
     assert control > html.index("L.imageOverlay(") and control > html.index("L.marker(")
+
+
+def test_the_density_grid_is_served_not_inlined(tmp_path: Path) -> None:
+    """With a holder, the map loads the density PNG from the app's server by token."""
+    holder = HeldRasters(tmp_path / "held")
+    samples = np.array([[15.0, 45.0], [16.0, 44.0]])
+    fmap = view.results_map(samples, None, static_url="/app/static",
+                            image_url=lambda png: held_image_url(png, holder=holder))
+    html = fmap.get_root().render()
+    assert "data:image" not in html
+    [url] = re.findall(r'"(/tiles/held/[A-Za-z0-9_-]{24}\.png)"', html)
+    client = TestClient(Starlette(routes=tile_routes(
+        lambda: TileService(tmp_path / "runs", held=holder))))
+    response = client.get(url)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    png, _ = view.density_png(samples)  # type: ignore[misc]
+    assert response.content == png
+    for bad in [f"/tiles/held/{'A' * 24}.png", "/tiles/held/..%2Fsecret.png",
+                url[:-5] + ("B" if url[-5] == "A" else "A") + ".png"]:
+        assert client.get(bad).status_code == 404, bad
 
 
 def test_composition_and_geojson_carry_the_prompt() -> None:

@@ -306,7 +306,7 @@ def test_unknown_tokens_and_traversal_are_404(held_client: tuple[TestClient, Hel
     (tmp_path / "secret.tif").write_bytes(entry.path.read_bytes())
     for url in [
         f"/tiles/held/{'A' * 24}/g-dem/{zxy}",  # a well-formed token nobody holds
-        f"/tiles/held/{entry.token[:-1]}x/g-dem/{zxy}",
+        f"/tiles/held/{entry.token[:-1]}{'B' if entry.token[-1] == 'A' else 'A'}/g-dem/{zxy}",
         f"/tiles/held/{entry.token}/g-nothing/{zxy}",  # no such layer
         f"/tiles/held/..%2Fsecret/g-dem/{zxy}", f"/tiles/held/%2E%2E/g-dem/{zxy}",
         f"/tiles/held/{entry.token}/..%2F..%2Fsecret.tif/{zxy}",

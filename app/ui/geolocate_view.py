@@ -1,6 +1,7 @@
 """What the Geolocate page needs besides widgets: prompts, the results map, the density grid.
 
-The density "heatmap" is drawn as a PNG image overlay, binned on a Web Mercator grid so that its
+The density "heatmap" is drawn as a PNG image overlay (loaded from the app's own server, see
+:func:`app.held_tiles.held_image_url`), binned on a Web Mercator grid so that its
 rows line up with the base map: ``folium.plugins.HeatMap`` loads its script from a CDN, which
 breaks the map offline.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,10 +89,17 @@ def density_png(samples: np.ndarray, columns: int = DENSITY_COLUMNS
 
 
 def results_map(samples: np.ndarray, true_lonlat: Sequence[float] | None,
-                *, static_url: str) -> Any:
+                *, static_url: str, image_url: Callable[[bytes], str] | None = None) -> Any:
     """A world map: the density grid, every valid sample as a point, the true centre if known.
 
     Built on :func:`app.maps.build_map`, so it uses the vendored Leaflet and no CDN script.
+
+    Args:
+        samples: ``[k, 2]`` (lon, lat) degrees.
+        true_lonlat: The scene's true centre, if known.
+        static_url: Where the vendored assets are served.
+        image_url: Where the browser loads the density PNG from (e.g.
+            :func:`app.held_tiles.held_image_url`); default: inlined as a data URL.
     """
     import base64
 
@@ -106,11 +114,14 @@ def results_map(samples: np.ndarray, true_lonlat: Sequence[float] | None,
     density = density_png(samples)
     if density is not None:
         png, bounds = density
-        layers.append(folium.raster_layers.ImageOverlay(
+        overlay = folium.raster_layers.ImageOverlay(
             image="data:image/png;base64," + base64.b64encode(png).decode("ascii"),
             bounds=[list(bounds[0]), list(bounds[1])], opacity=0.8, name="Sample density",
             interactive=False,
-        ))
+        )
+        if image_url is not None:  # folium would read a relative URL as a file
+            overlay.url = image_url(png)
+        layers.append(overlay)
     points = folium.FeatureGroup(name="Samples")
     for lon, lat in np.asarray(samples, dtype=float).reshape(-1, 2):
         folium.CircleMarker([float(lat), float(lon)], radius=3, color="#ffffff", weight=1,
