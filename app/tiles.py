@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import numpy as np
@@ -39,9 +39,6 @@ from app.layers import DisplayLayer, display_layers_for
 from app.runs import RunStore
 from app.stored_run import Run
 from inference.errors import InvalidRequestError, RunStoreError, TerraLensError
-
-if TYPE_CHECKING:
-    from app.held_tiles import HeldRasters
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +69,17 @@ _SLUG = re.compile(r"[^a-z0-9]+")
 
 class TileNotFoundError(TerraLensError, LookupError):
     """No such run, layer or tile (answered with HTTP 404)."""
+
+
+class HeldLookup(Protocol):
+    """What the tile service needs of :class:`app.held_tiles.HeldRasters` (kept as a protocol:
+    that module builds on this one)."""
+
+    def get(self, token: str) -> Any:
+        """The held raster under ``token`` (raises :class:`TileNotFoundError`)."""
+
+    def image(self, token: str) -> bytes:
+        """The held PNG under ``token`` (raises :class:`TileNotFoundError`)."""
 
 
 def layer_id(layer: DisplayLayer) -> str:
@@ -238,7 +246,7 @@ class TileService:
     """
 
     def __init__(self, runs_dir: str | Path, *, cache_bytes: int = CACHE_BYTES,
-                 held: HeldRasters | None = None) -> None:
+                 held: HeldLookup | None = None) -> None:
         self.runs_dir = Path(runs_dir)
         self.held = held
         self.cache = _LRU(cache_bytes)
