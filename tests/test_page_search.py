@@ -232,3 +232,23 @@ def test_a_loaded_scene_warns_when_the_area_changed_since(
     assert any("Loaded scene" in h.value for h in at.subheader)
     changed = [w.value for w in at.warning if "area changed" in w.value]
     assert bool(changed) is warned, changed
+
+
+def test_jump_to_moves_the_map_and_its_last_report_does_not_undo_it(app_env: Path) -> None:
+    """'Jump to' passes the typed place to the map; the map's previous report of its view
+    (still in the session) does not pull it back."""
+    from tests.fixtures.app_server import map_args
+
+    at = page_test(PAGE)
+    at.run()
+    at.session_state[W.SEARCH_MAP] = {"center": {"lat": 20.0, "lng": 0.0}, "zoom": 3,
+                                      "last_active_drawing": None}
+    at.run()
+    at.number_input(key=W.JUMP_LAT).set_value(46.0)
+    at.number_input(key=W.JUMP_LON).set_value(14.5)
+    at.button(key=W.JUMP).click().run()
+    assert not at.exception
+    [args] = map_args(at)
+    assert args["center"] == [46.0, 14.5] and args["zoom"] == 12
+    at.run()
+    assert map_args(at)[0]["center"] == [46.0, 14.5]

@@ -66,10 +66,14 @@ def saved_view(name: str, scope: str) -> tuple[float, float, int] | None:
 
 
 def remember(name: str, scope: str, value: Mapping[str, Any] | None) -> None:
-    """Keep the view in a map's returned ``value`` (ignored when it holds none)."""
+    """Keep the view in a map's returned ``value`` when the map reported a new one (a value
+    seen before is ignored, so a :func:`jump` is not undone by the map's last report)."""
     view = parse_view(value)
-    if view is None:
+    seen = dict(state.MAP_VIEWS_SEEN.get())
+    if view is None or seen.get(name) == view:
         return
+    seen[name] = view
+    state.MAP_VIEWS_SEEN.set(seen)
     views = dict(state.MAP_VIEWS.get())
     views[name] = (scope, *view)
     state.MAP_VIEWS.set(views)

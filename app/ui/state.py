@@ -157,6 +157,9 @@ GEOLOCATE_JOB_ID: Key[int | None] = Key(
 MAP_VIEWS: Key[dict[str, tuple[str, float, float, int]]] = Key(
     "map_views", dict, "map name -> (scope, lat, lon, zoom): the view each map showed last"
 )
+MAP_VIEWS_SEEN: Key[dict[str, tuple[float, float, int]]] = Key(
+    "map_views_seen", dict, "map name -> (lat, lon, zoom) the map reported last"
+)
 MAP_VIEWS_PASSED: Key[dict[str, Any]] = Key(
     "map_views_passed", dict,
     "map name -> ((scope, signature), view passed to st_folium): changed only on a re-mount",
