@@ -11,7 +11,7 @@ from app.scenes import load_scene
 from app.ui import search_view as view
 from app.ui import state, widgets
 from app.ui.state import W
-from inference.errors import CatalogError
+from inference.errors import CatalogError, InvalidAOIError
 
 settings = widgets.load_settings_or_stop()
 st.title("Search scenes")
@@ -21,8 +21,11 @@ st.caption(
 )
 
 aoi = state.get_aoi()
-aoi_limits = (settings.max_aoi_km2, settings.max_window_km2)
-aoi_error = view.aoi_problem(aoi, *aoi_limits)
+# A search reads no pixels: it takes regions up to TERRALENS_MAX_SEARCH_KM2; loading a scene
+# (and so running) is held to TERRALENS_MAX_AOI_KM2 / TERRALENS_MAX_WINDOW_KM2.
+search_limits, run_limits = settings.search_limits, settings.run_limits
+aoi_error = view.aoi_problem(aoi, **search_limits)
+run_error = None if aoi_error else view.aoi_problem(aoi, **run_limits)
 
 map_col, side_col = st.columns([3, 2], gap="medium")
 
@@ -35,7 +38,8 @@ with side_col:
     with draw_tab:
         st.markdown(
             "Pick the **rectangle** or **polygon** tool in the map's toolbar and draw the area. "
-            f"Largest area: {settings.max_aoi_km2:g} km²."
+            f"Largest area to search: {settings.max_search_km2:,g} km²; to load a scene and "
+            f"run: {settings.max_aoi_km2:,g} km²."
         )
     with upload_tab:
         upload = st.file_uploader("GeoJSON or KML file", type=["geojson", "json", "kml"],
@@ -43,7 +47,7 @@ with side_col:
         pasted = st.text_area("…or paste GeoJSON", key=W.PASTE, height=90)
         if st.button("Use this area", key=W.USE_UPLOAD):
             with widgets.guard("Reading the uploaded area"):
-                new_aoi = view.aoi_from_upload(upload, pasted).validate(*aoi_limits)
+                new_aoi = view.aoi_from_upload(upload, pasted).validate(**search_limits)
                 state.set_aoi(new_aoi, "uploaded")
                 st.rerun()
     with bbox_tab:
@@ -51,7 +55,7 @@ with side_col:
                                   placeholder="15.00, 45.00, 15.03, 45.02")
         if st.button("Use bounding box", key=W.USE_BBOX):
             with widgets.guard("Reading the bounding box"):
-                new_aoi = view.aoi_from_bbox_text(bbox_text).validate(*aoi_limits)
+                new_aoi = view.aoi_from_bbox_text(bbox_text).validate(**search_limits)
                 state.set_aoi(new_aoi, "bbox")
                 st.rerun()
     with jump_tab:
@@ -73,6 +77,10 @@ with side_col:
         st.caption(f"{state.AOI_SOURCE.get() or 'AOI'} · bbox {w:.4f}, {s:.4f}, {e:.4f}, {n:.4f}")
         if aoi_error:
             st.error(markdown_text(aoi_error))
+        elif run_error:
+            st.info("This area can be searched; to load a scene and run, draw a part of it "
+                    f"within the run limit — {markdown_text(run_error)}",
+                    icon=":material/info:")
         if st.button("Clear area", key=W.CLEAR_AOI):
             state.set_aoi(None)
             state.clear_scene()
@@ -86,8 +94,13 @@ selected = view.find_scene(results, state.SELECTED_SCENE_ID.get())
 with map_col, widgets.guard("Drawing the map"):
     fmap = view.search_map(aoi, results, selected, state.SCENE_PREVIEW.get(),
                            geocoder_url=settings.geocoder_url)
+    rejected = state.AOI_REJECTED.get()
+    if rejected:
+        st.error(f"The drawn area was not used: {markdown_text(rejected)}",
+                 icon=":material/block:")
     value = st_folium(
-        fmap, key=W.SEARCH_MAP, height=520, use_container_width=True,
+        fmap, key=W.search_map(state.SEARCH_MAP_GENERATION.get()), height=520,
+        use_container_width=True,
         returned_objects=["last_active_drawing"],
         center=state.MAP_CENTER.get(), zoom=state.MAP_ZOOM.get(),
     )
@@ -95,8 +108,16 @@ with map_col, widgets.guard("Drawing the map"):
     if drawing is not None:
         state.LAST_DRAWING.set(drawing)
         with widgets.guard("Reading the drawn area"):
-            new_aoi = view.aoi_from_map(value).validate(*aoi_limits)
-            state.set_aoi(new_aoi, "drawn")
+            try:
+                new_aoi = view.aoi_from_map(value).validate(**search_limits)
+            except InvalidAOIError as err:
+                # Leaflet keeps a drawn shape until its map goes: a new map instance drops
+                # the refused one (the accepted AOI, if any, is drawn again from state).
+                state.AOI_REJECTED.set(str(err))
+                state.SEARCH_MAP_GENERATION.set(state.SEARCH_MAP_GENERATION.get() + 1)
+            else:
+                state.set_aoi(new_aoi, "drawn")
+                state.AOI_REJECTED.clear()
             st.rerun()
 
 # -- Search ----------------------------------------------------------------------------------------
@@ -122,7 +143,7 @@ if submitted:
         with widgets.guard("Searching the catalog"):
             try:
                 request = SearchRequest(
-                    aoi=aoi.validate(*aoi_limits), start=start, end=end,
+                    aoi=aoi.validate(**search_limits), start=start, end=end,
                     collection=Collection(collection), max_cloud=float(max_cloud), limit=int(limit),
                 )
                 with st.spinner(f"Searching {markdown_code(settings.stac_url)} …"):
@@ -170,8 +191,13 @@ if selected is not None and aoi is not None:
         same_day = view.same_day_items(results or [], selected)
         if len(same_day) > 1:
             st.caption(f"{len(same_day)} tiles of the same day will be mosaicked.")
-        if st.button("Load scene", type="primary", key=W.LOAD, icon=":material/download:"):
+        if run_error:
+            st.warning(f"Loading needs a smaller area: {markdown_text(run_error)}",
+                       icon=":material/warning:")
+        if st.button("Load scene", type="primary", key=W.LOAD, icon=":material/download:",
+                     disabled=run_error is not None):
             with widgets.guard("Loading the scene"), st.spinner("Reading the AOI window …"):
+                aoi.validate(**run_limits)
                 scene = load_scene(same_day, aoi, stac_url=settings.stac_url,
                                    timeout_s=settings.stac_timeout_s,
                                    subscription_key=settings.pc_subscription_key,

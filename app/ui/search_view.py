@@ -43,13 +43,13 @@ def collection_label(collection: str) -> str:
 
 
 # -- AOI input -------------------------------------------------------------------------------------
-def aoi_problem(aoi: AOI | None, max_km2: float, max_window_km2: float | None = None
-                ) -> str | None:
-    """Why ``aoi`` cannot be searched (the validation message), or ``None`` when it can."""
+def aoi_problem(aoi: AOI | None, **limits: Any) -> str | None:
+    """Why ``aoi`` fails :meth:`AOI.validate` under ``limits`` (``Settings.search_limits`` or
+    ``Settings.run_limits``): the validation message, or ``None`` when it passes."""
     if aoi is None:
         return None
     try:
-        aoi.validate(max_km2, max_window_km2)
+        aoi.validate(**limits)
     except InvalidAOIError as err:
         return str(err)
     return None

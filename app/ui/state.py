@@ -92,6 +92,13 @@ MAP_CENTER: Key[tuple[float, float] | None] = Key(
     "map_center", _none, "(lat, lon) the search map is recentred on ('jump to')"
 )
 MAP_ZOOM: Key[int | None] = Key("map_zoom", _none, "zoom of the search map after 'jump to'")
+AOI_REJECTED: Key[str | None] = Key(
+    "aoi_rejected", _none, "why the last drawn area was refused (shown until the next AOI)"
+)
+SEARCH_MAP_GENERATION: Key[int] = Key(
+    "search_map_generation", lambda: 0,
+    "bumped when a drawn area is refused: a new map instance drops the refused shape"
+)
 SEARCH_REQUEST: Key[SearchRequest | None] = Key(
     "search_request", _none, "the last search that ran (frozen SearchRequest)"
 )
@@ -232,6 +239,11 @@ class W:
     GEO_CSV = "w_geo_csv"
 
     @staticmethod
+    def search_map(generation: int) -> str:
+        """Key of the Search page map; a new generation is a new map (drawings dropped)."""
+        return W.SEARCH_MAP if generation == 0 else f"{W.SEARCH_MAP}::{generation}"
+
+    @staticmethod
     def layer(kind: str, name: str) -> str:
         """Key of a per-layer widget, e.g. ``W.layer("visible", "[G] LULC")``."""
         return f"w_layer_{kind}::{name}"
@@ -285,7 +297,8 @@ def set_aoi(aoi: AOI | None, source: str = "") -> None:
         return
     AOI_JSON.set(new)
     AOI_SOURCE.set(source if aoi is not None else "")
-    for key in (SEARCH_RESULTS, SEARCH_REQUEST, SELECTED_SCENE_ID, MAP_CENTER, MAP_ZOOM):
+    for key in (SEARCH_RESULTS, SEARCH_REQUEST, SELECTED_SCENE_ID, MAP_CENTER, MAP_ZOOM,
+                AOI_REJECTED):
         key.clear()
     SEARCH_SKIPPED.clear()
 
