@@ -122,19 +122,25 @@ with map_col, widgets.guard("Drawing the map"):
 
 # -- Search ----------------------------------------------------------------------------------------
 st.subheader("Search")
-default_start, default_end = state.default_date_range()
+# The form starts from the session's kept choices (state.SEARCH_*), written back below.
+default_start, default_end = state.SEARCH_DATES.get() or state.default_date_range()
+collections = [Collection.SENTINEL_2_L2A.value, Collection.SENTINEL_1_RTC.value]
 with st.form("search_form", border=True):
     c1, c2, c3, c4, c5 = st.columns([2, 1, 1, 1, 1])
     collection = c1.selectbox(
-        "Collection", [Collection.SENTINEL_2_L2A.value, Collection.SENTINEL_1_RTC.value],
-        format_func=view.collection_label, key=W.COLLECTION,
+        "Collection", collections, format_func=view.collection_label, key=W.COLLECTION,
+        index=state.kept_index(collections, state.SEARCH_COLLECTION.get()),
     )
     start = c2.date_input("Start", value=default_start, key=W.START)
     end = c3.date_input("End", value=default_end, key=W.END)
-    max_cloud = c4.slider("Max cloud %", 0, 100, 30, key=W.MAX_CLOUD,
+    max_cloud = c4.slider("Max cloud %", 0, 100, state.SEARCH_MAX_CLOUD.get(), key=W.MAX_CLOUD,
                           help="Whole-scene eo:cloud_cover (Sentinel-2 only)")
-    limit = c5.number_input("Max scenes", 1, 500, 50, key=W.LIMIT)
+    limit = c5.number_input("Max scenes", 1, 500, state.SEARCH_LIMIT.get(), key=W.LIMIT)
     submitted = st.form_submit_button("Search", type="primary", icon=":material/search:")
+state.SEARCH_COLLECTION.set(collection)
+state.SEARCH_DATES.set((start, end))
+state.SEARCH_MAX_CLOUD.set(int(max_cloud))
+state.SEARCH_LIMIT.set(int(limit))
 
 if submitted:
     if aoi is None:
@@ -164,15 +170,20 @@ if results is not None:
         st.warning(view.no_results_text(state.SEARCH_REQUEST.get()))
     else:
         f1, f2 = st.columns(2)
-        cloud_cap = f1.slider("Show scenes with cloud ≤ %", 0, 100, 100, key=W.FILTER_CLOUD)
-        min_cov = f2.slider("Show scenes covering ≥ % of the AOI", 0, 100, 0,
-                            key=W.FILTER_COVERAGE)
+        cloud_cap = f1.slider("Show scenes with cloud ≤ %", 0, 100, state.FILTER_CLOUD.get(),
+                              key=W.FILTER_CLOUD)
+        min_cov = f2.slider("Show scenes covering ≥ % of the AOI", 0, 100,
+                            state.FILTER_COVERAGE.get(), key=W.FILTER_COVERAGE)
+        state.FILTER_CLOUD.set(int(cloud_cap))
+        state.FILTER_COVERAGE.set(int(min_cov))
         shown = view.filter_scenes(results, max_cloud=cloud_cap, min_coverage=min_cov)
         st.caption(f"{len(shown)} of {len(results)} scenes shown · sorted by date · "
                    "select a row to preview it")
         event = st.dataframe(
             view.results_frame(shown), key=W.RESULTS_TABLE, hide_index=True,
             on_select="rerun", selection_mode="single-row", width="stretch",
+            # The chosen (or loaded) scene stays ticked when the page is shown again.
+            selection_default=view.selected_rows(shown, state.SELECTED_SCENE_ID.get()),
         )
         rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
         if rows and rows[0] < len(shown) and shown[rows[0]].id != state.SELECTED_SCENE_ID.get():

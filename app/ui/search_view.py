@@ -127,6 +127,14 @@ def find_scene(results: Sequence[SceneSummary] | None, scene_id: str | None) -> 
     return next((s for s in results if s.id == scene_id), None)
 
 
+def selected_rows(shown: Sequence[SceneSummary], scene_id: str | None
+                  ) -> dict[str, Any] | None:
+    """The results table's ``selection_default``: the row of ``scene_id`` among the shown
+    scenes (``None`` when it is not shown)."""
+    rows = [i for i, s in enumerate(shown) if scene_id and s.id == scene_id]
+    return {"selection": {"rows": rows[:1]}} if rows else None
+
+
 def filter_scenes(
     results: Iterable[SceneSummary], *, max_cloud: float, min_coverage: float
 ) -> list[SceneSummary]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -107,6 +107,18 @@ SEARCH_RESULTS: Key[list[SceneSummary] | None] = Key(
 )
 SEARCH_SKIPPED: Key[int] = Key("search_skipped", lambda: 0, "malformed items left out")
 SELECTED_SCENE_ID: Key[str | None] = Key("selected_scene_id", _none, "chosen STAC item id")
+SEARCH_COLLECTION: Key[str | None] = Key(
+    "search_collection", _none, "collection chosen in the search form (None: the first)"
+)
+SEARCH_DATES: Key[tuple[dt.date, dt.date] | None] = Key(
+    "search_dates", _none, "(start, end) of the search form (None: default_date_range)"
+)
+SEARCH_MAX_CLOUD: Key[int] = Key("search_max_cloud", lambda: 30, "max cloud % of the search")
+SEARCH_LIMIT: Key[int] = Key("search_limit", lambda: 50, "max scenes of the search")
+FILTER_CLOUD: Key[int] = Key("filter_cloud", lambda: 100, "results shown: cloud at most %")
+FILTER_COVERAGE: Key[int] = Key(
+    "filter_coverage", lambda: 0, "results shown: AOI coverage at least %"
+)
 
 # -- Loaded scene -------------------------------------------------------------------------------
 SCENE: Key[xr.DataArray | None] = Key(
@@ -127,6 +139,16 @@ RUN_ID: Key[str | None] = Key("run_id", _none, "the current run (opened on the L
 RUN_JOB_ID: Key[int | None] = Key(
     "run_job_id", _none, "the job the Run page submitted last (its state is in the job store)"
 )
+RUN_TASK: Key[str | None] = Key("run_task", _none, "task chosen on the Run page (Task value)")
+RUN_SIZE: Key[str | None] = Key(
+    "run_size", _none, "model size chosen on the Run page (None: TERRALENS_MODEL_SIZE)"
+)
+RUN_OUTPUTS: Key[list[str] | None] = Key(
+    "run_outputs", _none, "outputs chosen on the Run page (None: the default outputs)"
+)
+RUN_TIMESTEPS: Key[int] = Key("run_timesteps", lambda: 10, "diffusion timesteps of the Run page")
+RUN_SEED: Key[int] = Key("run_seed", lambda: 0, "seed chosen on the Run page")
+RUN_CHECKPOINT: Key[str] = Key("run_checkpoint", lambda: "", "TiM checkpoint typed on the Run page")
 
 # -- Job queue (sidebar panel) ------------------------------------------------------------------
 SEEN_JOBS: Key[set[int]] = Key("seen_jobs", set, "job ids this session saw queued or running")
@@ -326,6 +348,12 @@ def open_run(run_id: str | None) -> None:
         st.query_params["run"] = run_id
     elif "run" in st.query_params:
         del st.query_params["run"]
+
+
+def kept_index(options: Sequence[T], kept: T | None) -> int:
+    """Index of the kept choice among ``options`` (0 when it is unset or no longer offered):
+    the ``index=`` of a radio or selectbox whose choice is kept for the session."""
+    return list(options).index(kept) if kept is not None and kept in options else 0
 
 
 def default_date_range(today: dt.date | None = None) -> tuple[dt.date, dt.date]:
