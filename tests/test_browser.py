@@ -263,6 +263,67 @@ def test_search_draw_and_find_scenes(page: Any, server: dict[str, Any],
         _update_docs(page, "screenshot-search.png")
 
 
+#: JS: shapes in the Leaflet.draw layer group(s) of the st_folium map (folium names each group
+#: ``drawnItems_<id>``), or -1 while the map is not there.
+_DRAWN_SHAPES = """() => {
+    const frame = document.querySelector('iframe[title="streamlit_folium.st_folium"]');
+    const win = frame && frame.contentWindow;
+    if (!win || !win.map_div) return -1;
+    return Object.keys(win).filter((k) => k.startsWith('drawnItems'))
+        .reduce((n, k) => n + win[k].getLayers().length, 0);
+}"""
+
+
+def _draw_rectangle(page: Any, width: int, height: int) -> None:
+    """Drag a rectangle of ``width`` × ``height`` px with Leaflet.draw at the map's centre."""
+    _map(page).locator("a.leaflet-draw-draw-rectangle").click()
+    box = _map(page).locator(".leaflet-container").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - width / 2, cy - height / 2)
+    page.mouse.down()
+    page.mouse.move(cx + width / 2, cy + height / 2, steps=12)
+    page.mouse.up()
+
+
+def test_a_refused_drawn_area_does_not_stay_on_the_map(page: Any, server: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    with screenshots(page, "search-refused-drawing"):
+        page.goto(server["url"])
+        expect(_map(page).locator("a.leaflet-draw-draw-rectangle")).to_be_visible()
+        lat, lon = _tile_centre("A")
+        page.get_by_role("tab", name="Jump to").click()
+        page.get_by_label("Latitude").fill(f"{lat:.5f}")
+        page.get_by_label("Latitude").press("Enter")
+        page.get_by_label("Longitude").fill(f"{lon:.5f}")
+        page.get_by_label("Longitude").press("Enter")
+        _wait_idle(page)
+        page.get_by_role("button", name="Jump to", exact=True).click()
+        _wait_idle(page)
+        page.wait_for_function(_MAP_ZOOM_AT_LEAST, arg=12)
+        # An accepted area first.
+        _draw_rectangle(page, 60, 50)
+        area = page.get_by_test_id("stMetricValue").first
+        expect(area).to_contain_text("km²")
+        accepted = area.inner_text()
+        _wait_idle(page)
+        # Zoomed out to country scale, a drag covers far more than the search limit.
+        page.evaluate("() => document.querySelector('iframe[title=\"streamlit_folium.st_folium"
+                      "\"]').contentWindow.map_div.setZoom(7)")
+        page.wait_for_function("() => document.querySelector('iframe[title=\"streamlit_folium"
+                               ".st_folium\"]').contentWindow.map_div.getZoom() === 7")
+        _draw_rectangle(page, 400, 300)
+        refused = page.get_by_text("The drawn area was not used")
+        expect(refused).to_be_visible()
+        expect(refused).to_contain_text("TERRALENS_MAX_SEARCH_KM2")
+        _wait_idle(page)
+        # The refused shape is gone from the map; the accepted AOI stays (outline and area).
+        page.wait_for_function(f"() => ({_DRAWN_SHAPES})() === 0")
+        expect(area).to_have_text(accepted)
+        expect(_map(page).locator("path.leaflet-interactive")).to_have_count(1)
+        page.wait_for_function(_MAP_ZOOM_AT_LEAST, arg=12)  # the view is the accepted AOI's
+
+
 def test_place_search_on_the_map_moves_there(page: Any, server: dict[str, Any],
                                              nominatim_stub: dict[str, Any]) -> None:
     from playwright.sync_api import expect
