@@ -263,14 +263,20 @@ def test_search_draw_and_find_scenes(page: Any, server: dict[str, Any],
         _update_docs(page, "screenshot-search.png")
 
 
-#: JS: shapes in the Leaflet.draw layer group(s) of the st_folium map (folium names each group
-#: ``drawnItems_<id>``), or -1 while the map is not there.
-_DRAWN_SHAPES = """() => {
+#: JS: the largest latitude span (degrees) of a shape drawn with Leaflet.draw on the st_folium
+#: map (drawn layers are polygons without a GeoJSON ``feature``), 0 for none, -1 without a map.
+_DRAWN_SPAN = """() => {
     const frame = document.querySelector('iframe[title="streamlit_folium.st_folium"]');
     const win = frame && frame.contentWindow;
     if (!win || !win.map_div) return -1;
-    return Object.keys(win).filter((k) => k.startsWith('drawnItems'))
-        .reduce((n, k) => n + win[k].getLayers().length, 0);
+    let span = 0;
+    win.map_div.eachLayer((layer) => {
+        if (layer instanceof win.L.Polygon && !layer.feature) {
+            const b = layer.getBounds();
+            span = Math.max(span, b.getNorth() - b.getSouth());
+        }
+    });
+    return span;
 }"""
 
 
@@ -313,15 +319,18 @@ def test_a_refused_drawn_area_does_not_stay_on_the_map(page: Any, server: dict[s
         page.wait_for_function("() => document.querySelector('iframe[title=\"streamlit_folium"
                                ".st_folium\"]').contentWindow.map_div.getZoom() === 7")
         _draw_rectangle(page, 400, 300)
+        assert page.evaluate(_DRAWN_SPAN) > 1.0, "the big rectangle was drawn"
         refused = page.get_by_text("The drawn area was not used")
         expect(refused).to_be_visible()
         expect(refused).to_contain_text("TERRALENS_MAX_SEARCH_KM2")
         _wait_idle(page)
         # The refused shape is gone from the map; the accepted AOI stays (outline and area).
-        page.wait_for_function(f"() => ({_DRAWN_SHAPES})() === 0")
-        expect(area).to_have_text(accepted)
-        expect(_map(page).locator("path.leaflet-interactive")).to_have_count(1)
         page.wait_for_function(_MAP_ZOOM_AT_LEAST, arg=12)  # the view is the accepted AOI's
+        span = page.evaluate(_DRAWN_SPAN)
+        assert 0 <= span < 0.2, f"a drawn shape {span:.2f}° tall is still on the map"
+        expect(area).to_have_text(accepted)
+        # The accepted AOI is still outlined.
+        expect(_map(page).locator("path.leaflet-interactive")).not_to_have_count(0)
 
 
 def test_place_search_on_the_map_moves_there(page: Any, server: dict[str, Any],
