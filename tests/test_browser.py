@@ -319,7 +319,6 @@ def test_a_refused_drawn_area_does_not_stay_on_the_map(page: Any, server: dict[s
         page.wait_for_function("() => document.querySelector('iframe[title=\"streamlit_folium"
                                ".st_folium\"]').contentWindow.map_div.getZoom() === 7")
         _draw_rectangle(page, 400, 300)
-        assert page.evaluate(_DRAWN_SPAN) > 1.0, "the big rectangle was drawn"
         refused = page.get_by_text("The drawn area was not used")
         expect(refused).to_be_visible()
         expect(refused).to_contain_text("TERRALENS_MAX_SEARCH_KM2")
