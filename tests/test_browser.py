@@ -893,7 +893,7 @@ def test_a_broken_run_shows_a_message_and_no_traceback(page: Any, server: dict[s
 def test_the_runs_table_fits_without_horizontal_scrolling(browser: Any,
                                                           server: dict[str, Any]) -> None:
     """At 1400 × 900 the Runs table shows its key columns (task, outputs, date, AOI km²,
-    status) in full: its grid does not scroll sideways."""
+    status; which columns is an AppTest's job) in full: its grid does not scroll sideways."""
     from playwright.sync_api import expect
 
     context = browser.new_context(viewport={"width": 1400, "height": 900})
@@ -904,8 +904,6 @@ def test_the_runs_table_fits_without_horizontal_scrolling(browser: Any,
             page.goto(f"{server['url']}/runs")
             grid = page.get_by_test_id("stDataFrame").first
             expect(grid).to_be_visible()
-            for header in ("Task", "Outputs", "Acquired", "AOI km²", "Status"):
-                expect(grid.get_by_role("columnheader", name=header)).to_have_count(1)
             scroller = grid.locator(".dvn-scroller").first
             expect(scroller).to_be_attached()
             overflow = scroller.evaluate("(el) => el.scrollWidth - el.clientWidth")

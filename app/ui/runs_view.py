@@ -49,7 +49,7 @@ def _settings(run: Any) -> str:
 
 
 def _status(run: Any) -> str:
-    return "stored · untrained weights" if run.untrained else "stored"
+    return "untrained" if run.untrained else "stored"
 
 
 def run_label(run: Any) -> str:
@@ -80,20 +80,25 @@ def runs_frame(runs: Sequence[Any]) -> pd.DataFrame:
     })
 
 
+#: Pixel widths of the shown columns: together about 870 px, inside the page's content width
+#: at 1400 px (sidebar open), so nothing scrolls sideways.
+COLUMN_WIDTHS: dict[str, int] = {
+    "Task": 100, "Outputs": 190, "Settings": 170, "Acquired": 95, "AOI km²": 80,
+    "Status": 90, "Created (UTC)": 140,
+}
+
+
 def show_runs_table(runs: Sequence[Any]) -> None:
     """The table of :func:`runs_frame`, showing only :data:`KEY_COLUMNS` (sized to fit)."""
     column = st.column_config
-    st.dataframe(
-        runs_frame(runs), hide_index=True, width="stretch", column_order=KEY_COLUMNS,
-        column_config={
-            "Task": column.TextColumn(width="small"),
-            "Outputs": column.TextColumn(width="medium",
-                                         help="Generated layers (or the task's outputs)"),
-            "Settings": column.TextColumn(width="medium",
-                                          help="Model size, diffusion timesteps, seed"),
-            "Acquired": column.TextColumn(width="small", help="Date of the input scene"),
-            "AOI km²": column.NumberColumn(width="small", format="%.2f"),
-            "Status": column.TextColumn(width="small"),
-            "Created (UTC)": column.TextColumn(width="small"),
-        },
-    )
+    helps = {"Outputs": "Generated layers (or the task's outputs)",
+             "Settings": "Model size, diffusion timesteps, seed",
+             "Acquired": "Date of the input scene",
+             "Status": "Every listed run is stored; 'untrained' marks random weights"}
+    config: dict[str, Any] = {
+        name: column.TextColumn(width=COLUMN_WIDTHS[name], help=helps.get(name))
+        for name in KEY_COLUMNS if name != "AOI km²"
+    }
+    config["AOI km²"] = column.NumberColumn(width=COLUMN_WIDTHS["AOI km²"], format="%.2f")
+    st.dataframe(runs_frame(runs), hide_index=True, width="stretch", column_order=KEY_COLUMNS,
+                 column_config=config)
