@@ -1,5 +1,6 @@
 # TerraLens: two commands on a fresh machine.
 #   make run   installs the app into .venv and starts it on http://localhost:8501
+#              (another port: make run PORT=8502)
 #   make test  installs the app, its test extras and the system packages the tests use,
 #              then runs the whole test suite (unit, AppTest, real STAC API, real Chromium).
 # Both are idempotent: a second call reinstalls nothing that is already there.
@@ -10,6 +11,8 @@ PY     := $(VENV)/bin/python
 STAMP_APP  := $(VENV)/.installed-app
 STAMP_DEV  := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
+# Port of `make run` (passed to streamlit as --server.port).
+PORT ?= 8501
 # The lock for this Python (constraints/py311.txt, py312.txt): the exact versions CI tested,
 # the transitive stack (diffusers, timm, lightning, torchgeo …) included.
 PYVER := $(shell $(PYTHON) -c 'import sys; print("%d%d" % sys.version_info[:2])')
@@ -38,7 +41,7 @@ system-deps:
 	bash tools/install-system-deps.sh
 
 run: install
-	$(VENV)/bin/streamlit run app/ui/main.py
+	$(VENV)/bin/streamlit run app/ui/main.py --server.port $(PORT)
 
 lint: install-dev
 	$(VENV)/bin/ruff check .

@@ -348,7 +348,9 @@ class AOI:
             return 0.0
         return geodesic_area_km2(box(*self.bbox))
 
-    def validate(self, max_km2: float, max_window_km2: float | None = None) -> AOI:
+    def validate(self, max_km2: float, max_window_km2: float | None = None, *,
+                 area_setting: str = "TERRALENS_MAX_AOI_KM2",
+                 window_setting: str = "TERRALENS_MAX_WINDOW_KM2") -> AOI:
         """Check the AOI can be searched and processed; returns ``self`` for chaining.
 
         Scenes are read over the AOI's bounding box, so the box is checked too: two small
@@ -362,7 +364,9 @@ class AOI:
         Raises:
             InvalidAOIError: empty, not a polygon, outside lon/lat range, crossing the
                 antimeridian, invalid (e.g. self-intersecting), larger than ``max_km2`` or with
-                a bounding box larger than ``max_window_km2``.
+                a bounding box larger than ``max_window_km2``; the message names the setting
+                that raises the limit (``area_setting``, ``window_setting``: the search
+                checks its own limit, ``TERRALENS_MAX_SEARCH_KM2``).
         """
         _check_limit(max_km2, "the AOI size limit")
         if max_window_km2 is None:
@@ -404,7 +408,7 @@ class AOI:
         if area > max_km2:
             raise InvalidAOIError(
                 f"the AOI covers {area:,.1f} km², more than the limit of {max_km2:,.1f} km²: "
-                "draw a smaller area (or raise TERRALENS_MAX_AOI_KM2)"
+                f"draw a smaller area (or raise {area_setting})"
             )
         window = self.window_km2
         if window > max_window_km2:
@@ -414,8 +418,7 @@ class AOI:
                 f"{e:.4f}, {n:.4f}) covers {window:,.1f} km² (about {window * 1e4 / 1e6:,.1f} "
                 f"million pixels at 10 m), more than the window limit of {max_window_km2:,.1f} "
                 "km²: scenes are read over the whole box, so split the area into parts that lie "
-                "close together (e.g. one AOI per field) and run each, or raise "
-                "TERRALENS_MAX_WINDOW_KM2"
+                f"close together (e.g. one AOI per field) and run each, or raise {window_setting}"
             )
         return self
 

@@ -78,7 +78,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     """Run ``terralens search``: print the scenes over the AOI, oldest first."""
     settings = load_settings()
     aoi = aoi_from_args(args.aoi, args.bbox)
-    aoi.validate(settings.max_aoi_km2, settings.max_window_km2)
+    aoi.validate(**settings.search_limits)  # a search reads no pixels: its own limit
     request = SearchRequest(
         aoi=aoi, start=args.start, end=args.end, collection=args.collection,
         max_cloud=args.max_cloud, limit=args.limit,

@@ -28,6 +28,7 @@ from app.geolocation import GeolocationOutcome
 from app.job_store import RUNNER_CLI, JobRecord, JobState, JobStore
 from app.model_manager import ModelManager
 from app.pipeline import Outcome, ProgressFn, execute, find_existing
+from app.run_log import RunEnd, log_run_end
 from app.runs import RunStore
 from app.settings import Settings
 from app.tasks import JobSpec
@@ -91,27 +92,30 @@ def run_job(job: JobRecord, *, jobs: JobStore, settings: Settings, runs: RunStor
                           progress=calls.progress, cancel=calls.cancel)
     except RunCancelledError as err:
         jobs.finish(job.id, JobState.CANCELLED, error=str(err), error_kind=type(err).__name__)
-        logger.info("job %d (%s, session %s) cancelled", job.id, job.label, job.session)
+        log_run_end(job, RunEnd.CANCELLED, time.monotonic() - started)
         return None
     except TerraLensError as err:
         jobs.finish(job.id, JobState.FAILED, error=str(err), error_kind=type(err).__name__)
-        logger.info("job %d (%s, session %s) failed: %s", job.id, job.label, job.session, err)
+        log_run_end(job, RunEnd.FAILED, time.monotonic() - started,
+                    error_kind=type(err).__name__)
         return None
     except Exception as err:  # a bug: keep the worker alive, log the traceback
         logger.exception("job %d failed unexpectedly", job.id)
         jobs.finish(job.id, JobState.FAILED, error_kind=type(err).__name__,
                     error=f"The job failed unexpectedly ({type(err).__name__}: {err}); "
                           "the details are in the server log.")
+        log_run_end(job, RunEnd.FAILED, time.monotonic() - started,
+                    error_kind=type(err).__name__)
         return None
     except BaseException:
         jobs.finish(job.id, JobState.INTERRUPTED, error="interrupted")
+        log_run_end(job, RunEnd.INTERRUPTED, time.monotonic() - started)
         raise
     jobs.finish(job.id, JobState.DONE, run_id=outcome.run.id if outcome.run else None,
                 result=outcome.geolocation.to_json() if outcome.geolocation else None,
                 reused=outcome.reused)
-    logger.info("job %d (%s, session %s) done in %.1f s%s", job.id, job.label, job.session,
-                time.monotonic() - started, " (answered from the run store)" if outcome.reused
-                else "")
+    log_run_end(job, RunEnd.REUSED if outcome.reused else RunEnd.FINISHED,
+                time.monotonic() - started, run_id=outcome.run.id if outcome.run else None)
     return outcome
 
 
@@ -202,8 +206,10 @@ class JobRuntime:
         device = self.settings.device
         stored = find_existing(spec, settings=self.settings, store=self.runs)
         if stored is not None:
-            return self.jobs.record_reused(spec, key=key, device=device, session=session,
-                                           run_id=stored.id)
+            reused = self.jobs.record_reused(spec, key=key, device=device, session=session,
+                                             run_id=stored.id)
+            log_run_end(reused, RunEnd.REUSED, 0.0, run_id=stored.id)
+            return reused
         job, new = self.jobs.submit(spec, key=key, device=device, session=session,
                                     estimate_s=estimate_s)
         if new:
@@ -223,8 +229,9 @@ class JobRuntime:
     def cancel(self, job_id: int) -> JobRecord | None:
         """Cancel a queued or running job."""
         job = self.jobs.request_cancel(job_id)
-        if job is not None and job.state is JobState.CANCELLED:
+        if job is not None and job.state is JobState.CANCELLED:  # it was still queued
             self.hints.pop(job_id, None)
+            log_run_end(job, RunEnd.CANCELLED, 0.0)
         return job
 
     def wait(self, job_id: int, timeout_s: float) -> JobRecord | None:

@@ -8,6 +8,10 @@ Variables:
     TERRALENS_DATA_DIR: where runs and caches live (default: ``$XDG_DATA_HOME/terralens`` or
         ``~/.local/share/terralens``).
     TERRALENS_MAX_AOI_KM2: largest AOI accepted, in km² (default 100).
+    TERRALENS_MAX_SEARCH_KM2: largest AOI (and bounding box) a catalog search accepts, in km²
+        (default 10,000, or ``TERRALENS_MAX_AOI_KM2`` when that is larger): a search reads no
+        pixels, so a region larger than the run limit can be searched; only loading a scene and
+        running are limited by ``TERRALENS_MAX_AOI_KM2`` / ``TERRALENS_MAX_WINDOW_KM2``.
     TERRALENS_MAX_WINDOW_KM2: largest bounding box of an AOI, in km² (the scene window read for
         it; default 4 × ``TERRALENS_MAX_AOI_KM2``).
     TERRALENS_MAX_READ_PIXELS: most pixel values (bands × height × width) read from a scene,
@@ -36,6 +40,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from app.aoi import WINDOW_FACTOR
@@ -49,6 +54,8 @@ NOMINATIM_URL = "https://nominatim.openstreetmap.org/"
 #: Default of ``TERRALENS_MAX_READ_PIXELS``: most pixel values (bands × height × width) one
 #: read may hold (256 MB as float32).
 DEFAULT_MAX_READ_PIXELS = 64_000_000
+#: Default of ``TERRALENS_MAX_SEARCH_KM2`` (km²): a region of about 100 × 100 km.
+DEFAULT_MAX_SEARCH_KM2 = 10_000.0
 
 
 def _default_data_dir() -> Path:
@@ -75,11 +82,26 @@ class Settings:
     max_read_pixels: int = DEFAULT_MAX_READ_PIXELS
     allow_private_urls: bool = False
     basemap_url: str | None = None
+    max_search_km2: float = DEFAULT_MAX_SEARCH_KM2
 
     @property
     def runs_dir(self) -> Path:
         """Folder of the run store (and of its job database)."""
         return self.runs_path if self.runs_path is not None else self.data_dir / "runs"
+
+    @property
+    def run_limits(self) -> dict[str, float]:
+        """Keyword arguments of :meth:`app.aoi.AOI.validate` for loading a scene or running."""
+        return {"max_km2": self.max_aoi_km2, "max_window_km2": self.max_window_km2}
+
+    @property
+    def search_limits(self) -> dict[str, Any]:
+        """Keyword arguments of :meth:`app.aoi.AOI.validate` for a catalog search (its area
+        and its bounding box are both held to ``TERRALENS_MAX_SEARCH_KM2``)."""
+        return {"max_km2": self.max_search_km2,
+                "max_window_km2": max(self.max_search_km2, self.max_window_km2),
+                "area_setting": "TERRALENS_MAX_SEARCH_KM2",
+                "window_setting": "TERRALENS_MAX_SEARCH_KM2"}
 
     @property
     def is_planetary_computer(self) -> bool:
@@ -182,6 +204,13 @@ def load_settings() -> Settings:
             f"TERRALENS_MAX_AOI_KM2 ({max_aoi_km2:g}): an AOI's bounding box is never smaller "
             "than the AOI"
         )
+    max_search_km2 = _float_env("TERRALENS_MAX_SEARCH_KM2",
+                                max(DEFAULT_MAX_SEARCH_KM2, max_aoi_km2))
+    if max_search_km2 < max_aoi_km2:
+        raise InvalidRequestError(
+            f"TERRALENS_MAX_SEARCH_KM2 ({max_search_km2:g}) must be at least "
+            f"TERRALENS_MAX_AOI_KM2 ({max_aoi_km2:g}): an area that can be run can be searched"
+        )
     return Settings(
         stac_url=os.environ.get("TERRALENS_STAC_URL", "").strip() or PLANETARY_COMPUTER_STAC_URL,
         data_dir=Path(data_dir).expanduser() if data_dir else _default_data_dir(),
@@ -196,4 +225,5 @@ def load_settings() -> Settings:
         max_read_pixels=int(_float_env("TERRALENS_MAX_READ_PIXELS", DEFAULT_MAX_READ_PIXELS)),
         allow_private_urls=_flag_env("TERRALENS_ALLOW_PRIVATE_URLS"),
         basemap_url=_basemap_url(),
+        max_search_km2=max_search_km2,
     )

@@ -11,7 +11,7 @@ from app.scenes import load_scene
 from app.ui import map_view, state, widgets
 from app.ui import search_view as view
 from app.ui.state import W
-from inference.errors import CatalogError
+from inference.errors import CatalogError, InvalidAOIError
 
 settings = widgets.load_settings_or_stop()
 st.title("Search scenes")
@@ -21,8 +21,11 @@ st.caption(
 )
 
 aoi = state.get_aoi()
-aoi_limits = (settings.max_aoi_km2, settings.max_window_km2)
-aoi_error = view.aoi_problem(aoi, *aoi_limits)
+# A search reads no pixels: it takes regions up to TERRALENS_MAX_SEARCH_KM2; loading a scene
+# (and so running) is held to TERRALENS_MAX_AOI_KM2 / TERRALENS_MAX_WINDOW_KM2.
+search_limits, run_limits = settings.search_limits, settings.run_limits
+aoi_error = view.aoi_problem(aoi, **search_limits)
+run_error = None if aoi_error else view.aoi_problem(aoi, **run_limits)
 
 map_col, side_col = st.columns([3, 2], gap="medium")
 
@@ -35,7 +38,8 @@ with side_col:
     with draw_tab:
         st.markdown(
             "Pick the **rectangle** or **polygon** tool in the map's toolbar and draw the area. "
-            f"Largest area: {settings.max_aoi_km2:g} km²."
+            f"Largest area to search: {settings.max_search_km2:,g} km²; to load a scene and "
+            f"run: {settings.max_aoi_km2:,g} km²."
         )
     with upload_tab:
         upload = st.file_uploader("GeoJSON or KML file", type=["geojson", "json", "kml"],
@@ -43,7 +47,7 @@ with side_col:
         pasted = st.text_area("…or paste GeoJSON", key=W.PASTE, height=90)
         if st.button("Use this area", key=W.USE_UPLOAD):
             with widgets.guard("Reading the uploaded area"):
-                new_aoi = view.aoi_from_upload(upload, pasted).validate(*aoi_limits)
+                new_aoi = view.aoi_from_upload(upload, pasted).validate(**search_limits)
                 state.set_aoi(new_aoi, "uploaded")
                 st.rerun()
     with bbox_tab:
@@ -51,7 +55,7 @@ with side_col:
                                   placeholder="15.00, 45.00, 15.03, 45.02")
         if st.button("Use bounding box", key=W.USE_BBOX):
             with widgets.guard("Reading the bounding box"):
-                new_aoi = view.aoi_from_bbox_text(bbox_text).validate(*aoi_limits)
+                new_aoi = view.aoi_from_bbox_text(bbox_text).validate(**search_limits)
                 state.set_aoi(new_aoi, "bbox")
                 st.rerun()
     with jump_tab:
@@ -72,6 +76,10 @@ with side_col:
         st.caption(f"{state.AOI_SOURCE.get() or 'AOI'} · bbox {w:.4f}, {s:.4f}, {e:.4f}, {n:.4f}")
         if aoi_error:
             st.error(markdown_text(aoi_error))
+        elif run_error:
+            st.info("This area can be searched; to load a scene and run, draw a part of it "
+                    f"within the run limit — {markdown_text(run_error)}",
+                    icon=":material/info:")
         if st.button("Clear area", key=W.CLEAR_AOI):
             state.set_aoi(None)
             state.clear_scene()
@@ -83,12 +91,17 @@ with side_col:
 results = state.SEARCH_RESULTS.get()
 selected = view.find_scene(results, state.SELECTED_SCENE_ID.get())
 view_scope = state.AOI_JSON.get() or ""
-map_view.remember("search", view_scope, st.session_state.get(W.SEARCH_MAP))
+map_key = W.search_map(state.SEARCH_MAP_GENERATION.get())
+map_view.remember("search", view_scope, st.session_state.get(map_key))
 with map_col, widgets.guard("Drawing the map"):
     preview = view.preview_overlay(state.SCENE.get(), state.SCENE_PREVIEW.get())
     fmap = view.search_map(aoi, results, selected, preview, geocoder_url=settings.geocoder_url)
+    rejected = state.AOI_REJECTED.get()
+    if rejected:
+        st.error(f"The drawn area was not used: {markdown_text(rejected)}",
+                 icon=":material/block:")
     value = st_folium(
-        fmap, key=W.SEARCH_MAP, height=520, use_container_width=True,
+        fmap, key=map_key, height=520, use_container_width=True,
         returned_objects=["last_active_drawing", *map_view.VIEW_OBJECTS],
         **map_view.view_args("search", view_scope, view.map_signature(
             aoi, results, selected, preview, settings.geocoder_url)),
@@ -98,25 +111,39 @@ with map_col, widgets.guard("Drawing the map"):
     if drawing is not None:
         state.LAST_DRAWING.set(drawing)
         with widgets.guard("Reading the drawn area"):
-            new_aoi = view.aoi_from_map(value).validate(*aoi_limits)
-            state.set_aoi(new_aoi, "drawn")
+            try:
+                new_aoi = view.aoi_from_map(value).validate(**search_limits)
+            except InvalidAOIError as err:
+                # Leaflet keeps a drawn shape until its map goes: a new map instance drops
+                # the refused one (the accepted AOI, if any, is drawn again from state).
+                state.AOI_REJECTED.set(str(err))
+                state.SEARCH_MAP_GENERATION.set(state.SEARCH_MAP_GENERATION.get() + 1)
+            else:
+                state.set_aoi(new_aoi, "drawn")
+                state.AOI_REJECTED.clear()
             st.rerun()
 
 # -- Search ----------------------------------------------------------------------------------------
 st.subheader("Search")
-default_start, default_end = state.default_date_range()
+# The form starts from the session's kept choices (state.SEARCH_*), written back below.
+default_start, default_end = state.SEARCH_DATES.get() or state.default_date_range()
+collections = [Collection.SENTINEL_2_L2A.value, Collection.SENTINEL_1_RTC.value]
 with st.form("search_form", border=True):
     c1, c2, c3, c4, c5 = st.columns([2, 1, 1, 1, 1])
     collection = c1.selectbox(
-        "Collection", [Collection.SENTINEL_2_L2A.value, Collection.SENTINEL_1_RTC.value],
-        format_func=view.collection_label, key=W.COLLECTION,
+        "Collection", collections, format_func=view.collection_label, key=W.COLLECTION,
+        index=state.kept_index(collections, state.SEARCH_COLLECTION.get()),
     )
     start = c2.date_input("Start", value=default_start, key=W.START)
     end = c3.date_input("End", value=default_end, key=W.END)
-    max_cloud = c4.slider("Max cloud %", 0, 100, 30, key=W.MAX_CLOUD,
+    max_cloud = c4.slider("Max cloud %", 0, 100, state.SEARCH_MAX_CLOUD.get(), key=W.MAX_CLOUD,
                           help="Whole-scene eo:cloud_cover (Sentinel-2 only)")
-    limit = c5.number_input("Max scenes", 1, 500, 50, key=W.LIMIT)
+    limit = c5.number_input("Max scenes", 1, 500, state.SEARCH_LIMIT.get(), key=W.LIMIT)
     submitted = st.form_submit_button("Search", type="primary", icon=":material/search:")
+state.SEARCH_COLLECTION.set(collection)
+state.SEARCH_DATES.set((start, end))
+state.SEARCH_MAX_CLOUD.set(int(max_cloud))
+state.SEARCH_LIMIT.set(int(limit))
 
 if submitted:
     if aoi is None:
@@ -125,7 +152,7 @@ if submitted:
         with widgets.guard("Searching the catalog"):
             try:
                 request = SearchRequest(
-                    aoi=aoi.validate(*aoi_limits), start=start, end=end,
+                    aoi=aoi.validate(**search_limits), start=start, end=end,
                     collection=Collection(collection), max_cloud=float(max_cloud), limit=int(limit),
                 )
                 with st.spinner(f"Searching {markdown_code(settings.stac_url)} …"):
@@ -146,15 +173,20 @@ if results is not None:
         st.warning(view.no_results_text(state.SEARCH_REQUEST.get()))
     else:
         f1, f2 = st.columns(2)
-        cloud_cap = f1.slider("Show scenes with cloud ≤ %", 0, 100, 100, key=W.FILTER_CLOUD)
-        min_cov = f2.slider("Show scenes covering ≥ % of the AOI", 0, 100, 0,
-                            key=W.FILTER_COVERAGE)
+        cloud_cap = f1.slider("Show scenes with cloud ≤ %", 0, 100, state.FILTER_CLOUD.get(),
+                              key=W.FILTER_CLOUD)
+        min_cov = f2.slider("Show scenes covering ≥ % of the AOI", 0, 100,
+                            state.FILTER_COVERAGE.get(), key=W.FILTER_COVERAGE)
+        state.FILTER_CLOUD.set(int(cloud_cap))
+        state.FILTER_COVERAGE.set(int(min_cov))
         shown = view.filter_scenes(results, max_cloud=cloud_cap, min_coverage=min_cov)
         st.caption(f"{len(shown)} of {len(results)} scenes shown · sorted by date · "
                    "select a row to preview it")
         event = st.dataframe(
             view.results_frame(shown), key=W.RESULTS_TABLE, hide_index=True,
             on_select="rerun", selection_mode="single-row", width="stretch",
+            # The chosen (or loaded) scene stays ticked when the page is shown again.
+            selection_default=view.selected_rows(shown, state.SELECTED_SCENE_ID.get()),
         )
         rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
         if rows and rows[0] < len(shown) and shown[rows[0]].id != state.SELECTED_SCENE_ID.get():
@@ -173,8 +205,13 @@ if selected is not None and aoi is not None:
         same_day = view.same_day_items(results or [], selected)
         if len(same_day) > 1:
             st.caption(f"{len(same_day)} tiles of the same day will be mosaicked.")
-        if st.button("Load scene", type="primary", key=W.LOAD, icon=":material/download:"):
+        if run_error:
+            st.warning(f"Loading needs a smaller area: {markdown_text(run_error)}",
+                       icon=":material/warning:")
+        if st.button("Load scene", type="primary", key=W.LOAD, icon=":material/download:",
+                     disabled=run_error is not None):
             with widgets.guard("Loading the scene"), st.spinner("Reading the AOI window …"):
+                aoi.validate(**run_limits)
                 scene = load_scene(same_day, aoi, stac_url=settings.stac_url,
                                    timeout_s=settings.stac_timeout_s,
                                    subscription_key=settings.pc_subscription_key,

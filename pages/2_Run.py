@@ -39,10 +39,19 @@ if settings.weights == "untrained":
     st.warning(f"{widgets.UNTRAINED_WARNING}. Set TERRALENS_WEIGHTS=hub or a weights folder for "
                "real results.", icon=":material/warning:")
 
+aoi_note = view.aoi_mismatch_text(state.get_aoi(), state.get_scene_aoi())
+if aoi_note:
+    st.warning(aoi_note, icon=":material/crop_free:")
+
 # -- Parameters (the task table says which knobs apply) -------------------------------------
+# Each widget starts from the session's kept choice (state.RUN_*) and writes it back: Streamlit
+# forgets a widget's value while its page is not shown.
 tasks = view.available_tasks()
-task = Task(st.radio("Task", [t.value for t in tasks], format_func=task_label, horizontal=True,
+task_values = [t.value for t in tasks]
+task = Task(st.radio("Task", task_values, format_func=task_label, horizontal=True,
+                     index=state.kept_index(task_values, state.RUN_TASK.get()),
                      key=W.TASK, captions=[TASKS[t].help for t in tasks]))
+state.RUN_TASK.set(task.value)
 if len(tasks) < len(RUN_PAGE_TASKS):
     missing = ", ".join(task_label(t) for t in RUN_PAGE_TASKS if t not in tasks)
     st.caption(f"Not available in this installation: {missing}.")
@@ -51,25 +60,32 @@ c1, c2, c3 = st.columns(3)
 sizes = [s.value for s in ModelSize]
 size = settings.model_size
 if Knob.SIZE in knobs:
-    size = c1.selectbox("Model size", sizes, index=sizes.index(settings.model_size),
+    size = c1.selectbox("Model size", sizes,
+                        index=state.kept_index(sizes, state.RUN_SIZE.get() or settings.model_size),
                         key=W.SIZE, help="Larger is slower; the diffusion decoders dominate.")
+    state.RUN_SIZE.set(size)
 timesteps = 1
 if Knob.TIMESTEPS in knobs:
-    timesteps = int(c2.number_input("Diffusion timesteps", 1, 100, 10, key=W.TIMESTEPS,
+    timesteps = int(c2.number_input("Diffusion timesteps", 1, 100, state.RUN_TIMESTEPS.get(),
+                                    key=W.TIMESTEPS,
                                     help="Steps of the S1/NDVI/DEM decoders: more = finer, "
                                          "slower. Changing them does not reload the model."))
-seed = int(c3.number_input("Seed", 0, 2**31 - 1, 0, key=W.SEED,
+    state.RUN_TIMESTEPS.set(timesteps)
+seed = int(c3.number_input("Seed", 0, 2**31 - 1, state.RUN_SEED.get(), key=W.SEED,
                            help="The same seed reproduces the same outputs."))
+state.RUN_SEED.set(seed)
 outputs: list[str] = []
 checkpoint = ""
 if Knob.OUTPUTS in knobs:
-    outputs = st.multiselect("Outputs", view.output_choices(), default=list(view.DEFAULT_OUTPUTS),
-                             key=W.OUTPUTS,
+    outputs = st.multiselect("Outputs", view.output_choices(),
+                             default=view.kept_outputs(state.RUN_OUTPUTS.get()), key=W.OUTPUTS,
                              help="Only the tokenizers of chosen outputs are loaded.")
+    state.RUN_OUTPUTS.set(list(outputs))
 if Knob.CHECKPOINT in knobs:
     checkpoint = st.text_input("Checkpoint (local .ckpt path or Hugging Face repo id)",
-                               key=W.CHECKPOINT,
+                               value=state.RUN_CHECKPOINT.get(), key=W.CHECKPOINT,
                                placeholder="ibm-esa-geospatial/TerraMind-base-Flood")
+    state.RUN_CHECKPOINT.set(checkpoint)
 st.caption(f"Writes {TASKS[task].outputs}.")
 
 device = "cpu" if settings.device == "cpu" else widgets.device_name(settings.device)
@@ -163,5 +179,10 @@ job_id = state.RUN_JOB_ID.get()
 current = runtime.job_runtime(settings).jobs.get(job_id) if job_id is not None else None
 if current is not None and current.state.active:
     _live(current.id)
-elif current is not None:
+elif current is not None and view.matches_choices(
+        current, settings.weights, items=state.SCENE_ITEMS.get(),
+        aoi=state.get_scene_aoi(), task=task, outputs=outputs, size=size,
+        timesteps=timesteps, seed=seed, checkpoint=checkpoint):
     _ended(current)
+elif current is not None:  # the last run answered other choices: not these inputs' result
+    st.caption(view.stale_result_text(current))

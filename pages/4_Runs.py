@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
-from app.aoi import AOI
 from app.escaping import markdown_code, markdown_text
 from app.runs import RunStore
 from app.tasks import task_label
-from app.ui import state, widgets
+from app.ui import runs_view, state, widgets
 from app.ui.state import W
-from inference.errors import TerraLensError
 
 settings = widgets.load_settings_or_stop()
 st.title("Stored runs")
@@ -30,33 +27,14 @@ if not runs:
     st.stop()
 
 
-def _aoi_km2(geometry: dict) -> float | None:
-    try:
-        return AOI(geometry).area_km2
-    except TerraLensError:
-        return None
-
-
-table = pd.DataFrame({
-    "Scene": [r.request.scene_id for r in runs],
-    "Acquired": [r.datetime.strftime("%Y-%m-%d") if r.datetime else "" for r in runs],
-    "AOI km²": [round(a, 2) if (a := _aoi_km2(r.request.aoi)) is not None else None
-                for r in runs],
-    "Task": [task_label(r.request.task) for r in runs],
-    "Model": [r.request.model for r in runs],
-    "Weights": [r.request.weights for r in runs],
-    "Layers": [", ".join(r.layer_names) for r in runs],
-    "Created (UTC)": [r.created.strftime("%Y-%m-%d %H:%M") for r in runs],
-    "Run id": [r.id for r in runs],
-})
-st.dataframe(table, hide_index=True, width="stretch")
+runs_view.show_runs_table(runs)
 
 ids = [r.id for r in runs]
 by_id = {r.id: r for r in runs}
 current = state.RUN_ID.get()
 chosen_id = st.selectbox(
     "Run", ids, index=ids.index(current) if current in ids else 0, key=W.RUNS_CHOICE,
-    format_func=lambda rid: by_id[rid].title,
+    format_func=lambda rid: runs_view.run_label(by_id[rid]),
 )
 run = by_id[chosen_id]
 if run.untrained:
@@ -92,6 +70,7 @@ props = run.item.properties
 prov = run.provenance
 st.markdown("\n".join(
     f"- **{label}** {value}" for label, value in [
+        ("Run id", markdown_code(run.id)),
         ("Scene", markdown_code(run.request.scene_id)),
         ("Task", task_label(run.request.task)),
         ("Model", markdown_code(run.request.model)),

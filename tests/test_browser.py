@@ -263,6 +263,75 @@ def test_search_draw_and_find_scenes(page: Any, server: dict[str, Any],
         _update_docs(page, "screenshot-search.png")
 
 
+#: JS: the largest latitude span (degrees) of a shape drawn with Leaflet.draw on the st_folium
+#: map (drawn layers are polygons without a GeoJSON ``feature``), 0 for none, -1 without a map.
+_DRAWN_SPAN = """() => {
+    const frame = document.querySelector('iframe[title="streamlit_folium.st_folium"]');
+    const win = frame && frame.contentWindow;
+    if (!win || !win.map_div) return -1;
+    let span = 0;
+    win.map_div.eachLayer((layer) => {
+        if (layer instanceof win.L.Polygon && !layer.feature) {
+            const b = layer.getBounds();
+            span = Math.max(span, b.getNorth() - b.getSouth());
+        }
+    });
+    return span;
+}"""
+
+
+def _draw_rectangle(page: Any, width: int, height: int) -> None:
+    """Drag a rectangle of ``width`` × ``height`` px with Leaflet.draw at the map's centre."""
+    _map(page).locator("a.leaflet-draw-draw-rectangle").click()
+    box = _map(page).locator(".leaflet-container").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - width / 2, cy - height / 2)
+    page.mouse.down()
+    page.mouse.move(cx + width / 2, cy + height / 2, steps=12)
+    page.mouse.up()
+
+
+def test_a_refused_drawn_area_does_not_stay_on_the_map(page: Any, server: dict[str, Any]) -> None:
+    from playwright.sync_api import expect
+
+    with screenshots(page, "search-refused-drawing"):
+        page.goto(server["url"])
+        expect(_map(page).locator("a.leaflet-draw-draw-rectangle")).to_be_visible()
+        lat, lon = _tile_centre("A")
+        page.get_by_role("tab", name="Jump to").click()
+        page.get_by_label("Latitude").fill(f"{lat:.5f}")
+        page.get_by_label("Latitude").press("Enter")
+        page.get_by_label("Longitude").fill(f"{lon:.5f}")
+        page.get_by_label("Longitude").press("Enter")
+        _wait_idle(page)
+        page.get_by_role("button", name="Jump to", exact=True).click()
+        _wait_idle(page)
+        page.wait_for_function(_MAP_ZOOM_AT_LEAST, arg=12)
+        # An accepted area first.
+        _draw_rectangle(page, 60, 50)
+        area = page.get_by_test_id("stMetricValue").first
+        expect(area).to_contain_text("km²")
+        accepted = area.inner_text()
+        _wait_idle(page)
+        # Zoomed out to country scale, a drag covers far more than the search limit.
+        page.evaluate("() => document.querySelector('iframe[title=\"streamlit_folium.st_folium"
+                      "\"]').contentWindow.map_div.setZoom(7)")
+        page.wait_for_function("() => document.querySelector('iframe[title=\"streamlit_folium"
+                               ".st_folium\"]').contentWindow.map_div.getZoom() === 7")
+        _draw_rectangle(page, 400, 300)
+        refused = page.get_by_text("The drawn area was not used")
+        expect(refused).to_be_visible()
+        expect(refused).to_contain_text("TERRALENS_MAX_SEARCH_KM2")
+        _wait_idle(page)
+        # The refused shape is gone from the map; the accepted AOI stays (outline and area).
+        page.wait_for_function(_MAP_ZOOM_AT_LEAST, arg=12)  # the view is the accepted AOI's
+        span = page.evaluate(_DRAWN_SPAN)
+        assert 0 <= span < 0.2, f"a drawn shape {span:.2f}° tall is still on the map"
+        expect(area).to_have_text(accepted)
+        # The accepted AOI is still outlined.
+        expect(_map(page).locator("path.leaflet-interactive")).not_to_have_count(0)
+
+
 def test_place_search_on_the_map_moves_there(page: Any, server: dict[str, Any],
                                              nominatim_stub: dict[str, Any]) -> None:
     from playwright.sync_api import expect
@@ -926,3 +995,25 @@ def test_a_broken_run_shows_a_message_and_no_traceback(page: Any, server: dict[s
     assert "This app has encountered an error" not in text  # Streamlit's note for the uncaught
     for leak in (str(server["data_dir"]), str(REPO), ".py", "site-packages", "rasterio._"):
         assert leak not in message, leak
+
+
+def test_the_runs_table_fits_without_horizontal_scrolling(browser: Any,
+                                                          server: dict[str, Any]) -> None:
+    """At 1400 × 900 the Runs table shows its key columns (task, outputs, date, AOI km²,
+    status; which columns is an AppTest's job) in full: its grid does not scroll sideways."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    try:
+        with screenshots(page, "runs-table"):
+            page.goto(f"{server['url']}/runs")
+            grid = page.get_by_test_id("stDataFrame").first
+            expect(grid).to_be_visible()
+            scroller = grid.locator(".dvn-scroller").first
+            expect(scroller).to_be_attached()
+            overflow = scroller.evaluate("(el) => el.scrollWidth - el.clientWidth")
+            assert overflow <= 1, f"the table scrolls sideways by {overflow} px"
+    finally:
+        context.close()

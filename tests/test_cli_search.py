@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("TERRALENS_STAC_URL", "TERRALENS_MAX_AOI_KM2", "TERRALENS_STAC_TIMEOUT"):
+    for name in ("TERRALENS_STAC_URL", "TERRALENS_MAX_AOI_KM2", "TERRALENS_STAC_TIMEOUT",
+                 "TERRALENS_MAX_SEARCH_KM2"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -105,7 +106,7 @@ def test_search_with_an_aoi_file_and_no_results(
         (["--bbox", "15,45,15.1"], "four numbers"),
         (["--bbox", "15,45,abc,45.1"], "'15,45,abc,45.1'"),
         (["--bbox", "179.9,-17,-179.9,-16.9"], "antimeridian"),
-        (["--bbox", "10,40,12,42"], "more than the limit of 100.0 km²"),
+        (["--bbox", "10,40,12,42"], "more than the limit of 10,000.0 km²"),
         (["--bbox", "15,45,15.01,45.01", "--start", "2023-02-01", "--end", "2023-01-01"],
          "before start date"),
         (["--bbox", "15,45,15.01,45.01", "--start", "1/1/2023"], "'1/1/2023'"),
@@ -143,10 +144,12 @@ def test_size_limit_comes_from_settings(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("TERRALENS_MAX_AOI_KM2", "1")
+    monkeypatch.setenv("TERRALENS_MAX_SEARCH_KM2", "2")
     code = main(["search", "--bbox", "15,45,15.05,45.05", "--start", "2023-01-01",
                  "--end", "2023-01-31", "--stac-url", closed_port_url()])
     assert code == 2
-    assert "limit of 1.0 km²" in one_error_line(capsys.readouterr().err)
+    line = one_error_line(capsys.readouterr().err)
+    assert "limit of 2.0 km²" in line and "TERRALENS_MAX_SEARCH_KM2" in line
 
 
 def test_unreachable_catalog_exits_1(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,3 +96,21 @@ def test_the_app_hides_tracebacks_from_analysts() -> None:
 
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
     assert config["client"]["showErrorDetails"] == "none"
+
+
+def test_make_run_takes_a_port_and_the_readme_says_so() -> None:
+    """``make run PORT=8502`` starts streamlit on that port; the README keeps two set-up
+    commands and names the port option."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.fail("make is missing: install it (apt-get install make)")
+    for extra, port in (([], "8501"), (["PORT=8502"], "8502")):
+        dry = subprocess.run([make, "-n", "run", *extra], cwd=ROOT, capture_output=True,
+                             text=True, check=True, timeout=60)
+        line = dry.stdout.strip().splitlines()[-1]
+        assert line.endswith(f"streamlit run app/ui/main.py --server.port {port}"), line
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    setup = readme.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    blocks = setup.split("```bash")[1:]
+    assert [b.strip().split()[:2] for b in blocks] == [["make", "run"], ["make", "test"]]
+    assert "make run PORT=8502" in setup

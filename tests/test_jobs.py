@@ -5,6 +5,7 @@ TerraMind model."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import signal
 import subprocess
@@ -145,6 +146,39 @@ def _generate_args(out: Path, seed: int = 0) -> list[str]:
             "--model", "tiny", "--timesteps", "1", "--seed", str(seed), "--out", str(out)]
 
 
+def _run_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "terralens.runlog" and r.levelno == logging.INFO]
+
+
+def test_a_failed_run_is_one_log_line_with_who_what_how_long_and_the_error_class(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TERRALENS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TERRALENS_WEIGHTS", "untrained")
+    monkeypatch.setenv("TERRALENS_DEVICE", "cpu")
+    monkeypatch.setenv("PC_SDK_SUBSCRIPTION_KEY", "sekrit-key-123")
+    caplog.set_level(logging.INFO, logger="terralens.runlog")
+    runtime = JobRuntime(load_settings()).start()
+    try:
+        # An item without a geometry cannot be windowed: the scene read fails at once.
+        spec = JobSpec(task=Task.GENERATE, scene_items=ITEMS, aoi=BBOX_AOI, size="tiny",
+                       outputs=("NDVI", "LULC"))
+        job = runtime.wait(runtime.submit(spec, session="session-42").id, timeout_s=60)
+    finally:
+        runtime.shutdown()
+    assert job is not None and job.state is JobState.FAILED
+    [line] = _run_lines(caplog)
+    assert line.startswith("run failed ")
+    for part in ("session=session-42", "task=generation", "outputs=LULC,NDVI",
+                 f"aoi_km2={BBOX_AOI.area_km2:.2f}", "model='terramind_v1_tiny_generate'",
+                 "error=SceneError", "seconds="):
+        assert part in line, (part, line)
+    # The message (which may quote URLs or paths) and the settings' secrets stay out.
+    assert job.error and job.error not in line
+    assert "sekrit" not in caplog.text
+
+
 @pytest.mark.integration
 @pytest.mark.model
 def test_two_concurrent_cli_generates_compute_once(env: Path, s2_scene_set: SceneSet) -> None:
@@ -231,10 +265,11 @@ def test_a_killed_run_is_swept_marked_interrupted_and_the_queue_resumes(
 @pytest.mark.integration
 @pytest.mark.model
 def test_identical_submissions_share_one_job_and_cancel_works(
-    env: Path, s2_scene_set: SceneSet, tiny_lulc_model: Any
+    env: Path, s2_scene_set: SceneSet, tiny_lulc_model: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     from inference.models import DEVICE_LOCK
 
+    caplog.set_level(logging.INFO, logger="terralens.runlog")
     settings = load_settings()
     built: list[ModelKey] = []
     runtime = JobRuntime(settings, models=ModelManager(_copies(tiny_lulc_model, built))).start()
@@ -262,3 +297,8 @@ def test_identical_submissions_share_one_job_and_cancel_works(
         assert reused.state is JobState.DONE and reused.reused and reused.run_id == done.run_id
     finally:
         runtime.shutdown()
+    # The server log has one line per run end: who, what, how it ended.
+    ends = [line.split()[1] for line in _run_lines(caplog)]
+    assert ends == ["cancelled", "cancelled", "finished", "reused"], _run_lines(caplog)
+    assert "session=b" in _run_lines(caplog)[0] and "session=a" in _run_lines(caplog)[1]
+    assert f"run_id={done.run_id}" in _run_lines(caplog)[2]

@@ -272,6 +272,9 @@ def test_an_interrupted_job_offers_run_again(
     jobs.finish(job.id, JobState.INTERRUPTED)
     at = _seeded()
     at.session_state["run_job_id"] = job.id
+    # The choices that session had made (kept for the session, see state.RUN_*).
+    at.session_state["run_outputs"] = ["LULC"]
+    at.session_state["run_timesteps"] = 1
     at.run()
     assert any("was interrupted" in w.value for w in at.warning)
     assert not RunStore(app_env / "runs").list_runs()

@@ -65,3 +65,31 @@ def test_delete_asks_first_then_removes(app_run: Any, app_env: Path) -> None:
     assert RunStore(app_env / "runs").list_runs() == []
     assert at.session_state["run_id"] is None
     assert any("No runs stored yet" in i.value for i in at.info)
+
+
+def test_the_table_shows_key_columns_that_tell_runs_apart(app_run: Any, app_env: Path) -> None:
+    from app.ui.runs_view import KEY_COLUMNS, run_label
+    from tests.fixtures.runs import write_sample_run
+
+    _, other = write_sample_run(app_env / "runs", seed=3)  # same scene and outputs, other seed
+    at = page_test(PAGE).run()
+    assert not at.exception and not at.error
+    [frame] = at.dataframe
+    # Only the narrow key columns are shown (no horizontal scrolling); long ids stay below.
+    assert list(frame.proto.column_order) == list(KEY_COLUMNS)
+    assert {"Task", "Outputs", "Acquired", "AOI km²", "Status"} <= set(KEY_COLUMNS)
+    assert "Run id" not in KEY_COLUMNS and "Scene" not in KEY_COLUMNS
+    table = frame.value
+    rows = {tuple(str(v) for v in row) for row in table[list(KEY_COLUMNS[:-1])].itertuples(
+        index=False)}
+    assert len(rows) == 2, "two runs of one scene differ in the shown columns"
+    by_id = dict(zip(table["Run id"], table.to_dict("records"), strict=True))
+    assert by_id[other.id]["Settings"].endswith("seed 3")
+    assert by_id[app_run.id]["Settings"] == "10 steps · seed 0"
+    assert by_id[app_run.id]["Outputs"] == ", ".join(app_run.request.params_dict["outputs"])
+    assert by_id[app_run.id]["Acquired"] == app_run.datetime.strftime("%Y-%m-%d")
+    assert by_id[app_run.id]["Status"].startswith("stored")
+    # The run chooser tells them apart the same way.
+    assert run_label(app_run) != run_label(other)
+    assert sorted(at.selectbox(key=W.RUNS_CHOICE).options) == sorted(
+        [run_label(app_run), run_label(other)])

@@ -69,7 +69,7 @@ def test_typed_bbox_becomes_the_aoi_with_its_area(app_env: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("10, 40, 12, 42", "more than the limit of 100.0 km²"),
+        ("10, 40, 12, 42", "more than the limit of 10,000.0 km²"),
         ("15, 45, 15.1", "four numbers"),
         ("15, 45, 14, 46", "antimeridian"),
         ("a, b, c, d", "four numbers in degrees"),
@@ -101,6 +101,22 @@ def test_huge_seeded_aoi_shows_the_limit(app_env: Path) -> None:
     at.run()
     assert not at.exception
     assert any("more than the limit" in e for e in _errors(at))
+
+
+def test_a_region_above_the_run_limit_is_an_aoi_for_searching(app_env: Path) -> None:
+    at = page_test(PAGE).run()
+    at.text_input(key=W.BBOX).input("15.0, 45.0, 15.2, 45.1")  # about 175 km²
+    at.button(key=W.USE_BBOX).click().run()
+    assert not at.exception and not _errors(at), _errors(at)
+    assert at.session_state["aoi"] is not None
+    assert any("can be searched" in i.value and "TERRALENS_MAX_AOI_KM2" in i.value
+               for i in at.info)
+    # Beyond the search limit the area is refused, naming the search setting.
+    at.text_input(key=W.BBOX).input("10, 40, 12, 42")
+    at.button(key=W.USE_BBOX).click().run()
+    assert any("more than the limit of 10,000.0 km²" in e and "TERRALENS_MAX_SEARCH_KM2" in e
+               for e in _errors(at)), _errors(at)
+    assert AOI.from_json(at.session_state["aoi"]).area_km2 < 200, "the earlier AOI stays"
 
 
 def test_end_before_start_is_refused(app_env: Path, aoi_a: AOI) -> None:
@@ -184,6 +200,28 @@ def test_search_lists_the_catalog_scenes_and_loads_one(
     assert client.get(url.replace(url.split("/")[3], "A" * 24).format(
         z=tile.z, x=tile.x, y=tile.y)).status_code == 404
     assert any("run" in str(link.proto.page) for link in at.get("page_link"))
+
+
+@pytest.mark.integration
+def test_a_large_region_is_searched_but_only_a_run_sized_area_is_loaded(
+    app_env: Path, stac_api_url: str, s2_scene_set: SceneSet, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TERRALENS_STAC_URL", stac_api_url)
+    large = AOI.from_geojson(utm_box_to_lonlat(494_000.0, 4_977_000.0, 509_000.0, 4_992_000.0))
+    assert 100 < large.area_km2 < 400  # above the run limit (100 km²), far below the search one
+    at = page_test(PAGE)
+    at.session_state["aoi"] = large.to_json()
+    at.run()
+    _search(at)
+    assert not at.exception and not _errors(at), _errors(at)
+    table = at.dataframe[0].value
+    assert len(table) >= 3
+    at.session_state["selected_scene_id"] = table["Item id"][0]
+    at.run()
+    warning = next(w.value for w in at.warning if "Loading needs a smaller area" in w.value)
+    assert "TERRALENS_MAX_AOI_KM2" in warning and "100.0 km²" in warning
+    assert at.button(key=W.LOAD).disabled
+    assert at.session_state["scene"] is None if "scene" in at.session_state else True
 
 
 @pytest.mark.integration

@@ -17,6 +17,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         "TERRALENS_DEVICE", "TERRALENS_MODEL_SIZE", "PC_SDK_SUBSCRIPTION_KEY",
         "PC_SDK_SUBSCRIPTION_KEY_FILE", "TERRALENS_GEOCODER_URL", "TERRALENS_STAC_TIMEOUT",
         "TERRALENS_MAX_WINDOW_KM2", "TERRALENS_MAX_READ_PIXELS", "TERRALENS_ALLOW_PRIVATE_URLS",
+        "TERRALENS_MAX_SEARCH_KM2",
     ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
@@ -88,7 +89,8 @@ def test_geocoder_url_is_a_service_root_or_off(
 
 
 @pytest.mark.parametrize("name", ["TERRALENS_MAX_AOI_KM2", "TERRALENS_STAC_TIMEOUT",
-                                  "TERRALENS_MAX_WINDOW_KM2", "TERRALENS_MAX_READ_PIXELS"])
+                                  "TERRALENS_MAX_WINDOW_KM2", "TERRALENS_MAX_READ_PIXELS",
+                                  "TERRALENS_MAX_SEARCH_KM2"])
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf", "Infinity", "0"])
 def test_limits_must_be_finite_positive_numbers(
     clean_env: pytest.MonkeyPatch, name: str, value: str
@@ -113,6 +115,25 @@ def test_window_and_pixel_limits_and_the_private_url_switch(clean_env: pytest.Mo
     clean_env.setenv("TERRALENS_MAX_WINDOW_KM2", "10")
     with pytest.raises(InvalidRequestError, match="at least TERRALENS_MAX_AOI_KM2"):
         load_settings()
+
+
+def test_the_search_limit_is_its_own_setting_and_at_least_the_run_limit(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    settings = load_settings()
+    assert (settings.max_search_km2, settings.max_aoi_km2) == (10_000.0, 100.0)
+    clean_env.setenv("TERRALENS_MAX_SEARCH_KM2", "2500")
+    assert load_settings().max_search_km2 == 2500.0
+    clean_env.setenv("TERRALENS_MAX_SEARCH_KM2", "lots")
+    with pytest.raises(InvalidRequestError, match="TERRALENS_MAX_SEARCH_KM2 must be a number"):
+        load_settings()
+    clean_env.setenv("TERRALENS_MAX_SEARCH_KM2", "50")
+    with pytest.raises(InvalidRequestError, match="at least TERRALENS_MAX_AOI_KM2"):
+        load_settings()
+    # A run limit above the default search limit raises the search default with it.
+    clean_env.delenv("TERRALENS_MAX_SEARCH_KM2")
+    clean_env.setenv("TERRALENS_MAX_AOI_KM2", "20000")
+    assert load_settings().max_search_km2 == 20_000.0
 
 
 def test_the_subscription_key_never_shows_in_the_settings_repr(

@@ -10,7 +10,7 @@ from app.aoi import AOI
 from app.escaping import markdown_code, markdown_text
 from app.scenes import aoi_mask
 from app.tasks import RUN_PAGE_TASKS, TASKS, JobSpec, Task, task_label
-from inference.errors import InvalidRequestError, SceneError
+from inference.errors import InvalidRequestError, SceneError, TerraLensError
 from inference.modalities import GENERATABLE, Modality
 from inference.models import parse_model_size
 
@@ -29,6 +29,41 @@ def available_tasks() -> list[Task]:
     """The Run page's tasks this installation can run (see ``TaskInfo.needs``)."""
     return [t for t in RUN_PAGE_TASKS
             if (needs := TASKS[t].needs) is None or _module_exists(needs)]
+
+
+def kept_outputs(kept: Sequence[str] | None) -> list[str]:
+    """The Outputs widget's default: the session's kept choice (those still on offer), or
+    :data:`DEFAULT_OUTPUTS` the first time."""
+    if kept is None:
+        return list(DEFAULT_OUTPUTS)
+    offered = output_choices()
+    return [o for o in kept if o in offered]
+
+
+def aoi_mismatch_text(search_aoi: AOI | None, scene_aoi: AOI | None) -> str | None:
+    """A warning when the AOI on the Search page is no longer the one the loaded scene was
+    read for (``None`` when they match or either is unset)."""
+    if search_aoi is None or scene_aoi is None or search_aoi == scene_aoi:
+        return None
+    return (f"The area on the Search page ({search_aoi.area_km2:,.2f} km²) is not the one this "
+            f"scene was loaded for ({scene_aoi.area_km2:,.2f} km²): a run here uses the loaded "
+            "scene's area. Load the scene again on the Search page to run the new area.")
+
+
+def matches_choices(job: Any, weights: str, **choices: Any) -> bool:
+    """Whether an ended job answered the request the page's current choices make (the
+    keyword arguments of :func:`build_spec`): only then is its result the page's result."""
+    try:
+        wanted = build_spec(**choices)
+    except TerraLensError:
+        return False
+    return bool(job.key == wanted.key(weights))
+
+
+def stale_result_text(job: Any) -> str:
+    """What the Run page says of a last run made with other choices than the current ones."""
+    return (f"The last run (job #{job.id}: {markdown_text(job.label)}) was for other choices "
+            "than these; press Run to run these. Stored runs are on the Runs page.")
 
 
 def output_choices() -> list[str]:

@@ -43,13 +43,13 @@ def collection_label(collection: str) -> str:
 
 
 # -- AOI input -------------------------------------------------------------------------------------
-def aoi_problem(aoi: AOI | None, max_km2: float, max_window_km2: float | None = None
-                ) -> str | None:
-    """Why ``aoi`` cannot be searched (the validation message), or ``None`` when it can."""
+def aoi_problem(aoi: AOI | None, **limits: Any) -> str | None:
+    """Why ``aoi`` fails :meth:`AOI.validate` under ``limits`` (``Settings.search_limits`` or
+    ``Settings.run_limits``): the validation message, or ``None`` when it passes."""
     if aoi is None:
         return None
     try:
-        aoi.validate(max_km2, max_window_km2)
+        aoi.validate(**limits)
     except InvalidAOIError as err:
         return str(err)
     return None
@@ -125,6 +125,14 @@ def find_scene(results: Sequence[SceneSummary] | None, scene_id: str | None) -> 
     if not results or not scene_id:
         return None
     return next((s for s in results if s.id == scene_id), None)
+
+
+def selected_rows(shown: Sequence[SceneSummary], scene_id: str | None
+                  ) -> dict[str, Any] | None:
+    """The results table's ``selection_default``: the row of ``scene_id`` among the shown
+    scenes (``None`` when it is not shown)."""
+    rows = [i for i, s in enumerate(shown) if scene_id and s.id == scene_id]
+    return {"selection": {"rows": rows[:1]}} if rows else None
 
 
 def filter_scenes(

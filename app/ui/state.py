@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -88,6 +88,13 @@ AOI_SOURCE: Key[str] = Key("aoi_source", lambda: "", "how the AOI was given: dra
 LAST_DRAWING: Key[str | None] = Key(
     "last_drawing", _none, "JSON of the last map drawing already turned into the AOI"
 )
+AOI_REJECTED: Key[str | None] = Key(
+    "aoi_rejected", _none, "why the last drawn area was refused (shown until the next AOI)"
+)
+SEARCH_MAP_GENERATION: Key[int] = Key(
+    "search_map_generation", lambda: 0,
+    "bumped when a drawn area is refused: a new map instance drops the refused shape"
+)
 SEARCH_REQUEST: Key[SearchRequest | None] = Key(
     "search_request", _none, "the last search that ran (frozen SearchRequest)"
 )
@@ -96,6 +103,18 @@ SEARCH_RESULTS: Key[list[SceneSummary] | None] = Key(
 )
 SEARCH_SKIPPED: Key[int] = Key("search_skipped", lambda: 0, "malformed items left out")
 SELECTED_SCENE_ID: Key[str | None] = Key("selected_scene_id", _none, "chosen STAC item id")
+SEARCH_COLLECTION: Key[str | None] = Key(
+    "search_collection", _none, "collection chosen in the search form (None: the first)"
+)
+SEARCH_DATES: Key[tuple[dt.date, dt.date] | None] = Key(
+    "search_dates", _none, "(start, end) of the search form (None: default_date_range)"
+)
+SEARCH_MAX_CLOUD: Key[int] = Key("search_max_cloud", lambda: 30, "max cloud % of the search")
+SEARCH_LIMIT: Key[int] = Key("search_limit", lambda: 50, "max scenes of the search")
+FILTER_CLOUD: Key[int] = Key("filter_cloud", lambda: 100, "results shown: cloud at most %")
+FILTER_COVERAGE: Key[int] = Key(
+    "filter_coverage", lambda: 0, "results shown: AOI coverage at least %"
+)
 
 # -- Loaded scene -------------------------------------------------------------------------------
 SCENE: Key[xr.DataArray | None] = Key(
@@ -117,6 +136,16 @@ RUN_ID: Key[str | None] = Key("run_id", _none, "the current run (opened on the L
 RUN_JOB_ID: Key[int | None] = Key(
     "run_job_id", _none, "the job the Run page submitted last (its state is in the job store)"
 )
+RUN_TASK: Key[str | None] = Key("run_task", _none, "task chosen on the Run page (Task value)")
+RUN_SIZE: Key[str | None] = Key(
+    "run_size", _none, "model size chosen on the Run page (None: TERRALENS_MODEL_SIZE)"
+)
+RUN_OUTPUTS: Key[list[str] | None] = Key(
+    "run_outputs", _none, "outputs chosen on the Run page (None: the default outputs)"
+)
+RUN_TIMESTEPS: Key[int] = Key("run_timesteps", lambda: 10, "diffusion timesteps of the Run page")
+RUN_SEED: Key[int] = Key("run_seed", lambda: 0, "seed chosen on the Run page")
+RUN_CHECKPOINT: Key[str] = Key("run_checkpoint", lambda: "", "TiM checkpoint typed on the Run page")
 
 # -- Job queue (sidebar panel) ------------------------------------------------------------------
 SEEN_JOBS: Key[set[int]] = Key("seen_jobs", set, "job ids this session saw queued or running")
@@ -244,6 +273,11 @@ class W:
     GEO_CSV = "w_geo_csv"
 
     @staticmethod
+    def search_map(generation: int) -> str:
+        """Key of the Search page map; a new generation is a new map (drawings dropped)."""
+        return W.SEARCH_MAP if generation == 0 else f"{W.SEARCH_MAP}::{generation}"
+
+    @staticmethod
     def layer(kind: str, name: str) -> str:
         """Key of a per-layer widget, e.g. ``W.layer("visible", "[G] LULC")``."""
         return f"w_layer_{kind}::{name}"
@@ -297,7 +331,7 @@ def set_aoi(aoi: AOI | None, source: str = "") -> None:
         return
     AOI_JSON.set(new)
     AOI_SOURCE.set(source if aoi is not None else "")
-    for key in (SEARCH_RESULTS, SEARCH_REQUEST, SELECTED_SCENE_ID):
+    for key in (SEARCH_RESULTS, SEARCH_REQUEST, SELECTED_SCENE_ID, AOI_REJECTED):
         key.clear()
     SEARCH_SKIPPED.clear()
 
@@ -325,6 +359,12 @@ def open_run(run_id: str | None) -> None:
         st.query_params["run"] = run_id
     elif "run" in st.query_params:
         del st.query_params["run"]
+
+
+def kept_index(options: Sequence[T], kept: T | None) -> int:
+    """Index of the kept choice among ``options`` (0 when it is unset or no longer offered):
+    the ``index=`` of a radio or selectbox whose choice is kept for the session."""
+    return list(options).index(kept) if kept is not None and kept in options else 0
 
 
 def default_date_range(today: dt.date | None = None) -> tuple[dt.date, dt.date]:

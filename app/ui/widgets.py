@@ -200,7 +200,8 @@ def sidebar(settings: Settings) -> None:
         if memory:
             st.caption(memory)
         st.caption(f"Runs stored in {markdown_code(settings.runs_dir)} · "
-                   f"AOI limit {settings.max_aoi_km2:g} km²")
+                   f"AOI limit {settings.max_aoi_km2:,g} km² (search "
+                   f"{settings.max_search_km2:,g} km²)")
 
 
 def load_settings_or_stop() -> Settings:
