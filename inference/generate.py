@@ -382,7 +382,8 @@ def _step_counter(model: GenerationModel, task: GenerationTask, valid: np.ndarra
                   steps: StepsFn | None) -> DiffusionSteps | None:
     if steps is None:
         return None
-    chips = count_chips(*valid.shape, task.chip, task.overlap, mask=valid)
+    h, w = valid.shape
+    chips = count_chips(h, w, task.chip, task.overlap, mask=valid)
     diffusing = [m.value for m in model.outputs if m is not Modality.LULC]
     return DiffusionSteps(chips, batch_size=task.batch_size, timesteps=task.timesteps,
                           diffusing=diffusing, steps=steps)

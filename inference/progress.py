@@ -154,8 +154,8 @@ class DiffusionSteps:
         def hook(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], _out: Any) -> None:
             if kwargs.get("unconditional"):  # classifier-free guidance: same step, second call
                 return
-            first = args[0] if args else None
-            chips = int(first.shape[0]) if hasattr(first, "shape") and first.ndim else 1
+            shape: tuple[int, ...] = tuple(getattr(args[0], "shape", ())) if args else ()
+            chips = int(shape[0]) if shape else 1
             self.decoder_step(name, chips)
 
         return hook

@@ -248,13 +248,13 @@ def load_prior_s(outputs: int, *, terratorch_imported: bool) -> float:
             + (0.0 if terratorch_imported else IMPORT_PRIOR_S))
 
 
-def estimate_run(store: ThroughputStore, key: WorkKey, *, chips: int, prior_s: float,
+def estimate_run(store: ThroughputStore | None, key: WorkKey, *, chips: int, prior_s: float,
                  model: str | None, outputs: int = 1, terratorch_imported: bool = True,
                  ) -> Estimate:
     """The run time of ``chips`` chips under ``key``, plus loading ``model`` unless it is loaded.
 
     Args:
-        store: Measurements.
+        store: Measurements (``None``: the prior only).
         key: The run's settings.
         chips: Chips to compute.
         prior_s: The fixed table's seconds for those chips (the prior).
@@ -262,16 +262,17 @@ def estimate_run(store: ThroughputStore, key: WorkKey, *, chips: int, prior_s: f
         outputs: Output tokenizers the model loads (for the load prior).
         terratorch_imported: Whether this process imported terratorch already.
     """
-    measured = store.seconds_per_chip(key)
+    measured = store.seconds_per_chip(key) if store is not None else None
+    ratio = store.device_ratio(key.device) if store is not None else None
     if measured is not None:
         run_s, source, runs = measured.value * chips, "measured", measured.runs
-    elif (ratio := store.device_ratio(key.device)) is not None:
+    elif ratio is not None:
         run_s, source, runs = prior_s * ratio.value, "scaled", ratio.runs
     else:
         run_s, source, runs = prior_s, "prior", 0
     load_s, load_source = 0.0, "loaded"
     if model is not None:
-        load = store.load_seconds(model)
+        load = store.load_seconds(model) if store is not None else None
         if load is not None:
             load_s, load_source = load.value, "measured"
         else:

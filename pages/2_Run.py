@@ -78,10 +78,13 @@ if task is Task.GENERATE and not outputs:
     st.info("Choose at least one output.")
 else:
     with widgets.guard("Estimating the run"):
+        chosen = tuple(Modality(o) for o in outputs) if outputs else (Modality.LULC,)
         text, estimate_s = view.estimate(
-            scene, task, tuple(Modality(o) for o in outputs) if outputs
-            else (Modality.LULC,), timesteps=timesteps, size=size, device=device,
-            aoi=state.get_scene_aoi())
+            scene, task, chosen, timesteps=timesteps, size=size, device=device,
+            aoi=state.get_scene_aoi(), throughput=view.throughput_store(settings),
+            model=view.model_to_load(runtime.job_runtime(settings).models, task, size=size,
+                                     outputs=chosen, checkpoint=checkpoint,
+                                     settings=settings, device=device))
         st.info(text, icon=":material/timer:")
 
 # -- Submit --------------------------------------------------------------------------------------
@@ -123,8 +126,7 @@ def _ended(job: JobRecord) -> None:
         elif job.error_kind == "OutOfMemoryError":
             st.info("Pick a smaller model, fewer outputs or a smaller AOI.")
     elif job.state is JobState.CANCELLED:
-        st.warning(f"Run cancelled after {job.done} of {job.total or 1} steps; nothing was "
-                   "stored.")
+        st.warning(f"Run cancelled {view.cancelled_at(job)}; nothing was stored.")
     elif job.state is JobState.INTERRUPTED:
         st.warning(f"Job #{job.id} was interrupted (the server stopped while it ran); nothing "
                    "was stored.")
