@@ -31,8 +31,15 @@ from app.tasks import Condition, JobSpec, Task
 from inference.errors import CheckpointError, InvalidRequestError, SceneError
 from inference.modalities import Modality
 from inference.models import DEVICE_LOCK
-from inference.progress import Phase, Progress, Unit, format_bytes
-from inference.throughput import ThroughputStore, WorkKey, device_id, model_id
+from inference.progress import Phase, Progress, Unit, format_bytes, format_seconds
+from inference.throughput import (
+    Estimate,
+    ThroughputStore,
+    WorkKey,
+    device_id,
+    estimate_run,
+    model_id,
+)
 
 #: progress(event) as the pages, the job table and the CLI show it.
 ProgressFn = Callable[[Progress], None]
@@ -253,6 +260,52 @@ def _measure(spec: JobSpec, settings: Settings, models: ModelManager,
         store.record_load(model_identity(key, device), models.load_seconds[key])
 
 
+def estimate_for(spec: JobSpec, scene: xr.DataArray, inside: Any, *, key: ModelKey,
+                 models: ModelManager, settings: Settings, device: str) -> Estimate:
+    """How long ``spec`` should take on ``scene`` (the chips the AOI needs), from the
+    throughput measured beside the runs; loading included unless ``models`` holds the model."""
+    import sys
+
+    import numpy as np
+
+    from inference.generate import GenerationTask
+    from inference.tiling import count_chips, restrict_to_aoi
+
+    valid = np.isfinite(np.asarray(scene.values)).all(axis=0)
+    h, w = valid.shape
+    plan = GenerationTask(outputs=(Modality.LULC,), chip=CHIP)  # the runs' chip and overlap
+    chips = count_chips(h, w, plan.chip, plan.overlap, mask=restrict_to_aoi(valid, inside))
+    size, outputs, steps = spec.size.value, spec.outputs, spec.timesteps
+    return estimate_run(
+        ThroughputStore.beside(settings.runs_dir),
+        work_key(spec.task, size=size, outputs=outputs, timesteps=steps, device=device),
+        chips=chips, outputs=len(key.outputs) or 1,
+        prior_s=prior_seconds(spec.task, size=size, outputs=outputs, timesteps=steps,
+                              chips=chips, device=device),
+        model=None if key in models.loaded() else model_identity(key, device),
+        terratorch_imported="terratorch" in sys.modules)
+
+
+def _announce_estimate(spec: JobSpec, scene: xr.DataArray, inside: Any, key: ModelKey,
+                       models: ModelManager, settings: Settings, report: _Reporter) -> None:
+    from inference.models import resolve_device
+
+    try:
+        found = estimate_for(spec, scene, inside, key=key, models=models, settings=settings,
+                             device=str(resolve_device(settings.device)))
+    except InvalidRequestError:  # no valid pixel in the AOI: the run itself says so
+        return
+    load = ""
+    if found.load_source != "loaded":
+        how = ("measured here" if found.load_source == "measured"
+               else "a guess until a load is measured here")
+        load = f" + {format_seconds(found.load_s)} loading the model ({how})"
+    report(Phase.READING, 1, 1,
+           f"{PHASE_READING}: {int(scene.sizes['x'])} × {int(scene.sizes['y'])} px, "
+           f"{found.chips} chip{'s' if found.chips != 1 else ''}; estimate "
+           f"{format_seconds(found.run_s)}{load} ({found.describe()})")
+
+
 def _on_load(report: _Reporter) -> Callable[[ModelKey], None]:
     def on_load(key: ModelKey) -> None:
         report.loaded_model = True
@@ -284,6 +337,7 @@ def _run_inference(spec: JobSpec, scene: xr.DataArray, settings: Settings,
         raise InvalidRequestError("No AOI: draw or upload one on the Search page.")
     inside = aoi_mask(scene, spec.aoi)
     key = model_key(spec, settings)
+    _announce_estimate(spec, scene, inside, key, models, settings, report)
     if spec.task is Task.TIM:
         try:
             from inference.tim import segment

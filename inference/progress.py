@@ -84,6 +84,16 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+def format_seconds(seconds: float) -> str:
+    """``"45 s"``, ``"3 min 20 s"``, ``"1 h 05 min"``."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
 class DiffusionSteps:
     """Turns chip batches and diffusion decoder calls into ``steps`` reports.
 
@@ -175,4 +185,4 @@ def diffusion_decoders(module: Any) -> dict[str, Any]:
 
 
 __all__ = ["DiffusionSteps", "Phase", "Progress", "StepsFn", "Unit", "diffusion_decoders",
-           "format_bytes"]
+           "format_bytes", "format_seconds"]

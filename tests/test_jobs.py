@@ -88,7 +88,7 @@ class _Model:
 def test_a_model_in_use_is_never_unloaded_and_idle_ones_are_evicted_first() -> None:
     made: list[_Model] = []
 
-    def loader(key: ModelKey) -> _Model:
+    def loader(key: ModelKey, **_: Any) -> _Model:
         made.append(_Model(key))
         return made[-1]
 
@@ -124,7 +124,7 @@ def _spec(s2_scene_set: SceneSet, **changes: Any) -> JobSpec:
 def _copies(model: Any, built: list[ModelKey]) -> Any:
     """A loader handing out copies of the session's tiny model (unloading a copy keeps it)."""
 
-    def loader(key: ModelKey) -> Any:
+    def loader(key: ModelKey, **_: Any) -> Any:
         assert key.size == "tiny" and key.outputs == ("LULC",), key
         built.append(key)
         return dataclasses.replace(model)

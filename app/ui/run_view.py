@@ -13,6 +13,7 @@ from app.tasks import RUN_PAGE_TASKS, TASKS, JobSpec, Task, task_label
 from inference.errors import InvalidRequestError, SceneError
 from inference.modalities import GENERATABLE, Modality
 from inference.models import parse_model_size
+from inference.progress import format_seconds as format_seconds  # the pages use it from here
 from inference.throughput import ThroughputStore
 
 #: Outputs selected when the page first opens.
@@ -132,16 +133,6 @@ def cancelled_at(job: Any) -> str:
     if job.total > 1 and job.unit not in ("", "bytes"):
         counts = f" ({job.done} of {job.total} {job.unit})"
     return f"while {markdown_text(job.message)}{counts}"
-
-
-def format_seconds(seconds: float) -> str:
-    """``"45 s"``, ``"3 min 20 s"``, ``"1 h 05 min"``."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
 def build_spec(
