@@ -54,7 +54,7 @@ from inference.models import (
     oom_as_error,
     terratorch_version,
 )
-from inference.progress import DiffusionSteps, StepsFn
+from inference.progress import DiffusionSteps, StepsFn, denoising_steps, diffusion_tokenizers
 from inference.tiling import CancelFn, ProgressFn, count_chips, restrict_to_aoi, tiled_apply
 
 if TYPE_CHECKING:
@@ -384,9 +384,9 @@ def _step_counter(model: GenerationModel, task: GenerationTask, valid: np.ndarra
         return None
     h, w = valid.shape
     chips = count_chips(h, w, task.chip, task.overlap, mask=valid)
-    diffusing = [m.value for m in model.outputs if m is not Modality.LULC]
-    return DiffusionSteps(chips, batch_size=task.batch_size, timesteps=task.timesteps,
-                          diffusing=diffusing, steps=steps)
+    diffusing = {name: denoising_steps(tok, task.timesteps)
+                 for name, tok in diffusion_tokenizers(model.module).items()}
+    return DiffusionSteps(chips, batch_size=task.batch_size, diffusing=diffusing, steps=steps)
 
 
 def _both(*fns: ProgressFn | None) -> ProgressFn | None:

@@ -100,30 +100,32 @@ class DiffusionSteps:
     Args:
         chips_total: Chips the run will compute.
         batch_size: Chips per batch (for the batch count shown).
-        timesteps: Diffusion steps per diffusion output.
-        diffusing: Names of the outputs that go through a diffusion decoder.
+        diffusing: ``{output name: denoising steps}`` of the outputs that go through a
+            diffusion decoder (see :func:`denoising_steps`).
         steps: Receives ``(done, total, detail)`` in chip steps (chips if none diffuses).
     """
 
-    def __init__(self, chips_total: int, *, batch_size: int, timesteps: int,
-                 diffusing: list[str], steps: StepsFn) -> None:
+    def __init__(self, chips_total: int, *, batch_size: int, diffusing: dict[str, int],
+                 steps: StepsFn) -> None:
         self.chips_total = max(0, int(chips_total))
         self.batches = max(1, math.ceil(self.chips_total / max(1, batch_size)))
-        self.timesteps = max(1, int(timesteps))
-        self.per_chip = self.timesteps * len(diffusing) if diffusing else 1
+        self.diffusing = {name: max(1, int(n)) for name, n in diffusing.items()}
+        self.per_chip = sum(self.diffusing.values()) if diffusing else 1
         self.unit = Unit.CHIP_STEPS if diffusing else Unit.CHIPS
         self.total = self.chips_total * self.per_chip
         self.steps = steps
         self.done = 0
         self.chips_done = 0
         self.batch = 0
+        self._in_batch = False
         self._step: dict[str, int] = {}
 
     # -- events ---------------------------------------------------------------------------------
     def batch_started(self) -> None:
         """A model call began (a chip batch, or a part of one)."""
-        if self.batch < self.batches and not self._step:
-            self.batch += 1
+        if not self._in_batch:  # not a second part of the same batch (adaptive batches)
+            self.batch = min(self.batches, self.batch + 1)
+            self._in_batch = True
         self.steps(self.done, self.total, f"chip batch {max(1, self.batch)}/{self.batches}"
                    + (" · sampling tokens" if self.unit is Unit.CHIP_STEPS else ""))
 
@@ -131,15 +133,17 @@ class DiffusionSteps:
         """One denoising step of ``name``'s decoder ran over ``chips`` chips."""
         step = self._step.get(name, 0) + 1
         self._step[name] = step
+        of = self.diffusing.get(name, step)
         self.done = min(self.total, self.done + chips)
         self.steps(self.done, self.total, f"chip batch {max(1, self.batch)}/{self.batches} · "
-                   f"{name} diffusion step {min(step, self.timesteps)}/{self.timesteps}")
+                   f"{name} diffusion step {min(step, of)}/{of}")
 
     def chips(self, done: int, total: int) -> None:
         """A chip batch ended (``tiled_apply``'s progress): re-align on whole chips."""
         self.chips_done = done
         self.done = done * self.per_chip
         self._step.clear()
+        self._in_batch = False
         self.steps(self.done, self.total, f"chip batch {max(1, self.batch)}/{self.batches} done")
 
     # -- hooks ----------------------------------------------------------------------------------
@@ -151,9 +155,9 @@ class DiffusionSteps:
         if module is not None and hasattr(module, "register_forward_pre_hook"):
             handles.append(module.register_forward_pre_hook(
                 lambda _m, _args: self.batch_started()))
-            for name, decoder in diffusion_decoders(module).items():
-                handles.append(decoder.register_forward_hook(self._on_decoder(name),
-                                                             with_kwargs=True))
+            for name, tokenizer in diffusion_tokenizers(module).items():
+                handles.append(tokenizer.decoder.register_forward_hook(self._on_decoder(name),
+                                                                       with_kwargs=True))
         try:
             yield
         finally:
@@ -171,18 +175,34 @@ class DiffusionSteps:
         return hook
 
 
-def diffusion_decoders(module: Any) -> dict[str, Any]:
-    """``{output name: UNet}`` of the diffusion tokenizers of a TerraMind generation module
-    (those with a noise scheduler), named as the outputs (``S1GRD``...) where known."""
+def diffusion_tokenizers(module: Any) -> dict[str, Any]:
+    """``{output name: tokenizer}`` of the diffusion tokenizers of a TerraMind generation
+    module (those with a noise scheduler and a UNet ``decoder``), named as the outputs
+    (``S1GRD``...) where known."""
     tokenizers = getattr(module, "tokenizer", None) or {}
     names = dict(getattr(module, "output_mod_name_mapping", None) or {})
     found: dict[str, Any] = {}
     for key in list(tokenizers.keys()):
         tok = tokenizers[key]
         if hasattr(tok, "noise_scheduler") and hasattr(tok, "decoder"):
-            found[str(names.get(key, key))] = tok.decoder
+            found[str(names.get(key, key))] = tok
     return found
 
 
-__all__ = ["DiffusionSteps", "Phase", "Progress", "StepsFn", "Unit", "diffusion_decoders",
+def denoising_steps(tokenizer: Any, timesteps: int) -> int:
+    """Decoder calls one diffusion decode makes for ``timesteps``.
+
+    terratorch's DDIM scheduler in its default ``trailing`` mode steps from
+    ``num_train_timesteps`` down by ``num_train_timesteps // timesteps``, which is *more*
+    steps than asked for whenever the division is not exact (1000 train steps: 3 → 4,
+    91 → 100; 1, 2, 4, 5, 8, 10, 20, 25, 50, 100 are exact).
+    """
+    config = getattr(getattr(tokenizer, "noise_scheduler", None), "config", None)
+    train = int(getattr(config, "num_train_timesteps", 1000) or 1000)
+    timesteps = max(1, min(int(timesteps), train))
+    return len(range(train, 0, -(train // timesteps)))
+
+
+__all__ = ["DiffusionSteps", "Phase", "Progress", "StepsFn", "Unit", "denoising_steps",
+           "diffusion_tokenizers",
            "format_bytes", "format_seconds"]
