@@ -21,7 +21,8 @@ from typing import Any
 
 from inference.errors import OutOfMemoryError, RunCancelledError
 from inference.modalities import Modality
-from inference.models import DEVICE_LOCK, BytesFn, PhaseFn
+from inference.models import DEVICE_LOCK, PhaseFn
+from inference.weights import BytesFn
 
 logger = logging.getLogger("terralens.models")
 

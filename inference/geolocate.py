@@ -35,7 +35,6 @@ from inference.geolocate_conditions import prepare_condition
 from inference.geolocate_samples import GeolocationResult, parse_samples
 from inference.modalities import Modality
 from inference.models import (
-    BytesFn,
     LoadedModel,
     ModelSize,
     PhaseFn,
@@ -46,6 +45,7 @@ from inference.models import (
 )
 from inference.tiling import CancelFn, ProgressFn
 from inference.tim import seeded_rng
+from inference.weights import BytesFn
 
 if TYPE_CHECKING:
     import torch

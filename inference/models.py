@@ -60,6 +60,7 @@ from inference.speed import SpeedOptions, apply_speed
 from inference.terratorch_import import import_terratorch
 from inference.weights import (
     WEIGHTS_UNTRAINED,
+    BytesFn,
     WeightRecord,
     required_weight_files,
     resolve_weight_files,
@@ -82,8 +83,6 @@ UNTRAINED_LABEL = "untrained — outputs are noise"
 
 #: ``progress(message)`` as each phase of a model build starts.
 PhaseFn = Callable[[str], None]
-#: ``on_bytes(file name, bytes done, total or None)`` while weight files download.
-BytesFn = Callable[[str, int, "int | None"], None]
 
 
 class ModelSize(StrEnum):
@@ -398,7 +397,7 @@ def build_terramind(
                 output_modalities=_names(kwargs.get("output_modalities")),
                 tim_modalities=_names(kwargs.get("tim_modalities")),
             )
-            paths = _resolve(files, weights, on_bytes)
+            paths = resolve_weight_files(files, weights, on_bytes=on_bytes)
 
     from terratorch.registry import BACKBONE_REGISTRY, FULL_MODEL_REGISTRY
 
@@ -415,7 +414,8 @@ def build_terramind(
             tokenizers = getattr(module, "tokenizer", None) or {}
             missing_tok = [k for k in tokenizers if k not in paths]
             if missing_tok:  # a tokenizer the prediction did not foresee
-                paths |= _resolve([tokenizer_file(k) for k in missing_tok], weights, on_bytes)
+                paths |= resolve_weight_files([tokenizer_file(k) for k in missing_tok], weights,
+                                              on_bytes=on_bytes)
             with phases("recording weight files (sha256)"):
                 records = weight_records(paths)
             for key in list(tokenizers):
@@ -534,17 +534,6 @@ class _Phases:
             took = time.perf_counter() - start
             self.seconds[name] = self.seconds.get(name, 0.0) + took
             logger.info("%s: %.2f s", name, took)
-
-
-def _resolve(files: list[Any], weights: str, on_bytes: BytesFn | None) -> dict[str, Path]:
-    """:func:`resolve_weight_files`, reporting download bytes where that function can."""
-    import inspect
-
-    # The hub-download byte callback is being added to resolve_weight_files; until then it
-    # resolves silently (TODO: pass on_bytes= directly once it is on main).
-    if on_bytes is not None and "on_bytes" in inspect.signature(resolve_weight_files).parameters:
-        return resolve_weight_files(files, weights, on_bytes=on_bytes)  # type: ignore[call-arg,unused-ignore]
-    return resolve_weight_files(files, weights)
 
 
 def _names(value: Any) -> list[str]:

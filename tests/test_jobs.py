@@ -108,7 +108,7 @@ def test_a_model_in_use_is_never_unloaded_and_idle_ones_are_evicted_first() -> N
     assert manager.builds == 2 and manager.evictions == 1
 
 
-# -- Progress in the job table, throughput ----------------------------------------------------------
+# -- Progress in the job table, throughput --------------------------------------------------------
 def test_an_older_job_database_gains_the_phase_and_unit_columns(tmp_path: Path) -> None:
     import sqlite3
 
