@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from app.aoi import AOI
+from app.cli_tasks import progress_line
 from app.job_store import JobState, JobStore
 from app.jobs import JobRuntime
 from app.model_manager import GENERATION, ModelKey, ModelManager
@@ -165,6 +166,29 @@ def test_the_estimate_is_refined_after_each_run(tmp_path: Path) -> None:
     gpu = WorkKey("generation", "base", ("LULC",), 1, 224, device_id("cuda:0"))
     assert estimate_run(store, gpu, chips=1, prior_s=1.0, model=None).source == "prior"
     assert json.loads((tmp_path / ".throughput.json").read_text())["per_chip"]
+
+
+def test_the_manager_hands_build_phases_and_download_bytes_to_the_loader() -> None:
+    def loader(key: ModelKey, *, progress: Any, on_bytes: Any) -> _Model:
+        progress("resolving weight files")
+        on_bytes("TerraMind_v1_tiny.pt", 100_000_000, 200_000_000)
+        progress("loading TerraMind_v1_tiny.pt")
+        return _Model(key)
+
+    seen: list[Any] = []
+    manager = ModelManager(loader)
+    key = ModelKey(GENERATION, "tiny", ("LULC",))
+    with manager.use(key, on_load=lambda k: seen.append(k.describe()), progress=seen.append,
+                     on_bytes=lambda *a: seen.append(a)):
+        pass
+    assert seen == ["TerraMind tiny (LULC)", "resolving weight files",
+                    ("TerraMind_v1_tiny.pt", 100_000_000, 200_000_000),
+                    "loading TerraMind_v1_tiny.pt"]
+    assert manager.load_seconds[key] > 0
+    event = Progress(Phase.LOADING, 100_000_000, 200_000_000,
+                     "loading weights: downloading TerraMind_v1_tiny.pt (100.0 MB of 200.0 MB)",
+                     Unit.BYTES)
+    assert progress_line(event) == f"[loading weights] {event.message}", "bytes are in the text"
 
 
 # -- Jobs -----------------------------------------------------------------------------------------
