@@ -32,7 +32,7 @@ from app.runs import RunStore
 from app.settings import Settings
 from app.tasks import JobSpec
 from inference.errors import RunCancelledError, TerraLensError
-from inference.progress import Phase, Progress
+from inference.progress import Phase, Progress, Unit
 
 logger = logging.getLogger("terralens.jobs")
 
@@ -50,6 +50,7 @@ class _JobCallbacks:
     def __init__(self, jobs: JobStore, job_id: int, echo: ProgressFn | None = None) -> None:
         self.jobs, self.job_id, self.echo = jobs, job_id, echo
         self._segment: tuple[str, str, int] | None = None
+        self._message = ""
         self._last_write = 0.0
         self._last_check = 0.0
         self._cancelled = False
@@ -59,9 +60,13 @@ class _JobCallbacks:
         segment = (event.phase.value, event.unit.value, event.total)
         now = time.monotonic()
         new_phase = segment != self._segment
-        if new_phase or event.done >= event.total or now - self._last_write >= PROGRESS_EVERY_S:
+        # Written at once: a new segment, its end, or a new step of a phase without counts
+        # (the build steps of loading weights); else at most every PROGRESS_EVERY_S.
+        if (new_phase or 0 < event.total <= event.done
+                or (event.unit is Unit.NONE and event.message != self._message)
+                or now - self._last_write >= PROGRESS_EVERY_S):
             self.jobs.progress(self.job_id, event, new_phase=new_phase)
-            self._segment, self._last_write = segment, now
+            self._segment, self._last_write, self._message = segment, now, event.message
         if self.echo is not None:
             self.echo(event)
 
