@@ -3,8 +3,11 @@
 Generation, zero-shot water and fine-tuned TiM jobs read the scene window, run the model and
 publish a run in the run store (or return the stored run answering the same request at once).
 Geolocation jobs read their condition (the scene, a run's LULC, or a land-cover prompt), sample
-coordinates and return a :class:`~app.geolocation.GeolocationOutcome`. Progress is reported by
-phase: loading weights, reading the scene, each chip batch (or sample batch), writing.
+coordinates and return a :class:`~app.geolocation.GeolocationOutcome`. Progress is reported as
+:class:`~inference.progress.Progress` events, phase by phase: reading the scene (then the
+estimate), loading weights (each build step; bytes while downloading), each chip batch and
+diffusion step (or sample batch), writing. Each finished run refines the throughput store
+(:mod:`inference.throughput`) that the estimates come from.
 
 Nothing here imports Streamlit; the job workers (:mod:`app.jobs`) and the CLI call it.
 """
@@ -12,6 +15,7 @@ Nothing here imports Streamlit; the job workers (:mod:`app.jobs`) and the CLI ca
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -245,8 +249,6 @@ def _measure(spec: JobSpec, settings: Settings, models: ModelManager,
     """Refine the throughput store with this run (chips per second, and the model load)."""
     if report.run_started is None or not report.chips_total:
         return
-    import time
-
     device = report.device
     size, outputs, steps = spec.size.value, spec.outputs, spec.timesteps
     store = ThroughputStore.beside(settings.runs_dir)
@@ -322,8 +324,6 @@ def _use(models: ModelManager, key: ModelKey, report: _Reporter,
 
 
 def _started(report: _Reporter, model: Any, settings: Settings) -> None:
-    import time
-
     report.device = str(getattr(model, "device", None) or settings.device)
     report.run_started = time.monotonic()
 
