@@ -95,6 +95,19 @@ def load_model(key: ModelKey, *, progress: PhaseFn | None = None,
     raise ValueError(f"unknown model kind {key.kind!r}")
 
 
+def _call_loader(loader: Callable[..., Any], key: ModelKey, report: dict[str, Any]) -> Any:
+    """``loader(key, **report)``, or ``loader(key)`` for a loader that takes only the key."""
+    import inspect
+
+    try:
+        params = inspect.signature(loader).parameters.values()
+    except (TypeError, ValueError):  # a callable without a signature: the plain call
+        return loader(key)
+    takes = {p.name for p in params} | ({*report} if any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params) else set())
+    return loader(key, **{k: v for k, v in report.items() if k in takes})
+
+
 def _unload(model: Any) -> None:
     unload = getattr(model, "unload", None)
     if callable(unload):
@@ -112,8 +125,9 @@ class ModelManager:
     """The process's models, by :class:`ModelKey`, with reference counts.
 
     Args:
-        loader: Builds a model: ``loader(key, progress=..., on_bytes=...)`` (default: this
-            module's :func:`load_model`, looked up at each load).
+        loader: Builds a model: ``loader(key, progress=..., on_bytes=...)``, or ``loader(key)``
+            for a loader that reports nothing (default: this module's :func:`load_model`,
+            looked up at each load).
         capacity: Models kept loaded at once (idle ones beyond it are evicted before a load).
         device_lock: Held around loads and evictions.
     """
@@ -208,7 +222,7 @@ class ModelManager:
         try:
             with self._device_lock:
                 self.builds += 1
-                return (self._loader or load_model)(key, **report)
+                return _call_loader(self._loader or load_model, key, report)
         except OutOfMemoryError:
             with self._cond:
                 freed = self._evict_idle(keep=0)
@@ -218,7 +232,7 @@ class ModelManager:
                         key.describe(), freed)
             with self._device_lock:
                 self.builds += 1
-                return (self._loader or load_model)(key, **report)
+                return _call_loader(self._loader or load_model, key, report)
 
     def _evict_idle(self, *, keep: int) -> int:
         """Unload idle models, least recently used first, until at most ``keep`` remain.
