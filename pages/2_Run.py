@@ -14,6 +14,7 @@ from app.ui.state import W
 from inference.errors import TerraLensError
 from inference.modalities import Modality
 from inference.models import ModelSize
+from inference.progress import format_seconds
 
 #: Seconds between two refreshes of a queued or running job's status.
 STATUS_REFRESH_S = 1.0
@@ -115,7 +116,7 @@ def _ended(job: JobRecord) -> None:
                            icon=":material/inventory_2:")
             else:
                 took = (job.finished or 0) - (job.started or job.submitted)
-                st.success(f"Finished in {view.format_seconds(took)} and stored.",
+                st.success(f"Finished in {format_seconds(took)} and stored.",
                            icon=":material/check_circle:")
             st.markdown("  \n".join(view.run_summary(run)))
             widgets.page_link("layers", "Open the layers on the map →")

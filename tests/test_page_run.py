@@ -15,8 +15,8 @@ from app.aoi import AOI
 from app.job_store import JobState, JobStore
 from app.layers import display_layers_for
 from app.runs import RunStore
-from app.ui.run_view import format_seconds
 from app.ui.state import W
+from inference.progress import format_seconds
 from inference.throughput import Measured, ThroughputStore, WorkKey, device_id
 from tests.fixtures.app_server import page_test
 from tests.fixtures.jobs import use_model, wait_for_job

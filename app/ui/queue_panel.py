@@ -13,9 +13,8 @@ from app.job_store import JobRecord, JobState
 from app.jobs import JobRuntime
 from app.settings import Settings
 from app.ui import runtime, state, widgets
-from app.ui.run_view import format_seconds
 from app.ui.state import W
-from inference.progress import Unit
+from inference.progress import Unit, format_seconds
 
 #: Seconds between two refreshes of the panel.
 REFRESH_S = 2.0

@@ -13,7 +13,7 @@ from app.tasks import RUN_PAGE_TASKS, TASKS, JobSpec, Task, task_label
 from inference.errors import InvalidRequestError, SceneError
 from inference.modalities import GENERATABLE, Modality
 from inference.models import parse_model_size
-from inference.progress import format_seconds as format_seconds  # the pages use it from here
+from inference.progress import format_seconds
 from inference.throughput import ThroughputStore
 
 #: Outputs selected when the page first opens.
