@@ -23,10 +23,23 @@ from app.tasks import Condition, JobSpec, Task
 from inference.errors import InvalidRequestError
 from inference.modalities import GENERATABLE, LULC_CLASSES, Modality
 from inference.models import ModelSize
+from inference.progress import Progress, Unit
 
 
-def _progress(done: int, total: int, message: str) -> None:
-    print(f"[{done}/{total}] {message}", file=sys.stderr, flush=True)
+def _progress(event: Progress) -> None:
+    print(progress_line(event), file=sys.stderr, flush=True)
+
+
+def progress_line(event: Progress) -> str:
+    """``[phase] message (counts)`` for stderr: bytes are in the message, chip steps as a
+    percentage, other counts as done/total."""
+    if event.unit is Unit.CHIP_STEPS and event.total:
+        counts = f" ({100 * event.fraction:.0f}%)"
+    elif event.unit in (Unit.BYTES, Unit.NONE) or not event.total:
+        counts = ""
+    else:
+        counts = f" ({event.done}/{event.total} {event.unit.value})"
+    return f"[{event.phase.value}] {event.message}{counts}"
 
 
 def _aoi(args: argparse.Namespace, settings: Settings) -> AOI:

@@ -26,6 +26,7 @@ from typing import Any
 from app.atomic_files import process_alive
 from app.tasks import JobSpec
 from inference.errors import RunStoreError
+from inference.progress import Phase, Progress
 
 #: File name of the job database inside the run store's folder (hidden: not a run).
 JOBS_FILE = ".jobs.db"
@@ -53,6 +54,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     done INTEGER NOT NULL DEFAULT 0,
     total INTEGER NOT NULL DEFAULT 0,
     message TEXT NOT NULL DEFAULT '',
+    phase TEXT NOT NULL DEFAULT '',
+    unit TEXT NOT NULL DEFAULT '',
     estimate_s REAL,
     cancel INTEGER NOT NULL DEFAULT 0,
     reused INTEGER NOT NULL DEFAULT 0,
@@ -64,6 +67,14 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key, state);
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (device, state, id);
 """
+
+
+#: Columns added after the first release, with their definitions: an older ``.jobs.db`` gets
+#: them on open (``ALTER TABLE ... ADD COLUMN``), its rows keep their values.
+_ADDED_COLUMNS = {
+    "phase": "TEXT NOT NULL DEFAULT ''",
+    "unit": "TEXT NOT NULL DEFAULT ''",
+}
 
 
 class JobState(StrEnum):
@@ -103,8 +114,10 @@ class JobRecord:
         finished: When it ended.
         phase_started: When the current progress phase began.
         done: Progress of the current phase.
-        total: Size of the current phase.
+        total: Size of the current phase (0 when unknown).
         message: What it is doing.
+        phase: The current :class:`~inference.progress.Phase` (``""`` before any progress).
+        unit: What ``done``/``total`` count (:class:`~inference.progress.Unit`).
         estimate_s: Estimated run time at submission, seconds.
         cancel: Cancellation was asked for.
         reused: The run store already held the answer.
@@ -130,6 +143,8 @@ class JobRecord:
     done: int
     total: int
     message: str
+    phase: str
+    unit: str
     estimate_s: float | None
     cancel: bool
     reused: bool
@@ -148,24 +163,42 @@ class JobRecord:
             runner=row["runner"], state=JobState(row["state"]), submitted=row["submitted"],
             started=row["started"], finished=row["finished"],
             phase_started=row["phase_started"], done=int(row["done"]),
-            total=int(row["total"]), message=row["message"], estimate_s=row["estimate_s"],
+            total=int(row["total"]), message=row["message"], phase=row["phase"],
+            unit=row["unit"], estimate_s=row["estimate_s"],
             cancel=bool(row["cancel"]), reused=bool(row["reused"]), error=row["error"],
             error_kind=row["error_kind"], run_id=row["run_id"], result=row["result"],
             owner_pid=row["owner_pid"],
         )
 
     def eta_s(self, now: float | None = None) -> float | None:
-        """Seconds left: from the rate of the current phase once it moved, else from the
-        estimate made at submission; ``None`` when unknown or not running."""
+        """Seconds left, ``None`` when unknown or not running.
+
+        While the model runs (the last long phase), from the rate of the current phase once it
+        moved; before that (loading weights, reading the scene), the larger of what the
+        current phase's rate says and what is left of the estimate made at submission.
+        """
         if self.state is not JobState.RUNNING:
             return None
         now = time.time() if now is None else now
+        phase_left = None
         if self.total and 0 < self.done < self.total and self.phase_started:
             rate = (now - self.phase_started) / self.done
-            return max(0.0, rate * (self.total - self.done))
+            phase_left = max(0.0, rate * (self.total - self.done))
+        if phase_left is not None and self.phase == Phase.RUNNING.value:
+            return phase_left
+        overall_left = None
         if self.estimate_s is not None and self.started:
-            return max(0.0, self.estimate_s - (now - self.started))
-        return None
+            overall_left = max(0.0, self.estimate_s - (now - self.started))
+        known = [x for x in (phase_left, overall_left) if x is not None]
+        return max(known) if known else None
+
+
+def _migrate(con: sqlite3.Connection) -> None:
+    """Add the columns an older job database lacks (their defaults fill existing rows)."""
+    have = {row["name"] for row in con.execute("PRAGMA table_info(jobs)").fetchall()}
+    for name, definition in _ADDED_COLUMNS.items():
+        if name not in have:
+            con.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
 
 class JobStore:
@@ -185,6 +218,7 @@ class JobStore:
             with self._connect() as con:
                 con.execute("PRAGMA journal_mode=WAL")
                 con.executescript(_SCHEMA)
+                _migrate(con)
         except sqlite3.Error as err:
             raise RunStoreError(f"cannot open the job database {str(self.path)!r}: {err}") from err
 
@@ -297,17 +331,17 @@ class JobStore:
                                               (job_id,)).fetchone())
 
     # -- while running --------------------------------------------------------------------------
-    def progress(self, job_id: int, done: int, total: int, message: str, *,
-                 new_phase: bool) -> None:
+    def progress(self, job_id: int, event: Progress, *, new_phase: bool) -> None:
         """Record progress (``new_phase`` restarts the phase clock used for the ETA)."""
+        values = (event.done, event.total, event.message, event.phase.value, event.unit.value)
         with self._write() as con:
             if new_phase:
-                con.execute("UPDATE jobs SET done = ?, total = ?, message = ?, "
-                            "phase_started = ? WHERE id = ?",
-                            (done, total, message, time.time(), job_id))
+                con.execute("UPDATE jobs SET done = ?, total = ?, message = ?, phase = ?, "
+                            "unit = ?, phase_started = ? WHERE id = ?",
+                            (*values, time.time(), job_id))
             else:
-                con.execute("UPDATE jobs SET done = ?, total = ?, message = ? WHERE id = ?",
-                            (done, total, message, job_id))
+                con.execute("UPDATE jobs SET done = ?, total = ?, message = ?, phase = ?, "
+                            "unit = ? WHERE id = ?", (*values, job_id))
 
     def finish(self, job_id: int, state: JobState, *, run_id: str | None = None,
                result: str | None = None, error: str | None = None,

@@ -33,6 +33,7 @@ from app.runs import RunStore
 from app.settings import Settings
 from app.tasks import JobSpec
 from inference.errors import RunCancelledError, TerraLensError
+from inference.progress import Phase, Progress, Unit
 
 logger = logging.getLogger("terralens.jobs")
 
@@ -44,30 +45,31 @@ PROGRESS_EVERY_S = 0.25
 CANCEL_EVERY_S = 0.25
 
 
-def _phase(message: str) -> str:
-    """The phase part of a progress message (without its counters)."""
-    return message.split(":")[0].rstrip("0123456789/ ")
-
-
 class _JobCallbacks:
     """Progress writer and cancel check of one running job (throttled)."""
 
     def __init__(self, jobs: JobStore, job_id: int, echo: ProgressFn | None = None) -> None:
         self.jobs, self.job_id, self.echo = jobs, job_id, echo
-        self._phase = ""
+        self._segment: tuple[str, str, int] | None = None
+        self._message = ""
         self._last_write = 0.0
         self._last_check = 0.0
         self._cancelled = False
 
-    def progress(self, done: int, total: int, message: str) -> None:
-        phase = _phase(message)
+    def progress(self, event: Progress) -> None:
+        # A new phase, unit or total (the next file of a download) restarts the rate clock.
+        segment = (event.phase.value, event.unit.value, event.total)
         now = time.monotonic()
-        new_phase = phase != self._phase
-        if new_phase or done >= total or now - self._last_write >= PROGRESS_EVERY_S:
-            self.jobs.progress(self.job_id, done, total, message, new_phase=new_phase)
-            self._phase, self._last_write = phase, now
+        new_phase = segment != self._segment
+        # Written at once: a new segment, its end, or a new step of a phase without counts
+        # (the build steps of loading weights); else at most every PROGRESS_EVERY_S.
+        if (new_phase or 0 < event.total <= event.done
+                or (event.unit is Unit.NONE and event.message != self._message)
+                or now - self._last_write >= PROGRESS_EVERY_S):
+            self.jobs.progress(self.job_id, event, new_phase=new_phase)
+            self._segment, self._last_write, self._message = segment, now, event.message
         if self.echo is not None:
-            self.echo(done, total, message)
+            self.echo(event)
 
     def cancel(self) -> bool:
         now = time.monotonic()
@@ -294,7 +296,8 @@ def run_sync(spec: JobSpec, *, settings: Settings, models: ModelManager | None =
                 return outcome
             raise _job_error(ended or job)
         if progress is not None:
-            progress(0, 1, f"waiting for identical job {job.id} already running")
+            progress(Progress(Phase.WAITING, 0, 1,
+                              f"waiting for identical job {job.id} already running"))
         while job.state.active:
             time.sleep(poll_s)
             job = jobs.get(job.id) or job

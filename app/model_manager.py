@@ -21,7 +21,8 @@ from typing import Any
 
 from inference.errors import OutOfMemoryError, RunCancelledError
 from inference.modalities import Modality
-from inference.models import DEVICE_LOCK
+from inference.models import DEVICE_LOCK, PhaseFn
+from inference.weights import BytesFn
 
 logger = logging.getLogger("terralens.models")
 
@@ -60,8 +61,14 @@ class ModelKey:
         return f"TerraMind {self.size} ({what})"
 
 
-def load_model(key: ModelKey) -> Any:
+def load_model(key: ModelKey, *, progress: PhaseFn | None = None,
+               on_bytes: BytesFn | None = None) -> Any:
     """Build the model a key names (the manager's default loader).
+
+    Args:
+        key: Which model.
+        progress: Called with a message as each build phase starts.
+        on_bytes: Called as weight files download (file name, bytes done, total or None).
 
     Raises:
         WeightsUnavailableError: weights are missing (the message says how to provide them).
@@ -72,18 +79,33 @@ def load_model(key: ModelKey) -> Any:
         from inference.models import load_generation_model
 
         return load_generation_model(key.size, tuple(Modality(o) for o in key.outputs),
-                                     weights=key.weights, device=key.device)
+                                     weights=key.weights, device=key.device,
+                                     progress=progress, on_bytes=on_bytes)
     if key.kind == GEOLOCATION:
         from inference.geolocate import load_geolocation_model
         from inference.models import resolve_device
 
         return load_geolocation_model(key.size, weights=key.weights,
-                                      device=resolve_device(key.device))
+                                      device=resolve_device(key.device), progress=progress,
+                                      on_bytes=on_bytes)
     if key.kind == TIM:
         from inference import tim_checkpoints
 
         return tim_checkpoints.load_tim_checkpoint(key.checkpoint, device=key.device)
     raise ValueError(f"unknown model kind {key.kind!r}")
+
+
+def _call_loader(loader: Callable[..., Any], key: ModelKey, report: dict[str, Any]) -> Any:
+    """``loader(key, **report)``, or ``loader(key)`` for a loader that takes only the key."""
+    import inspect
+
+    try:
+        params = inspect.signature(loader).parameters.values()
+    except (TypeError, ValueError):  # a callable without a signature: the plain call
+        return loader(key)
+    takes = {p.name for p in params} | ({*report} if any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params) else set())
+    return loader(key, **{k: v for k, v in report.items() if k in takes})
 
 
 def _unload(model: Any) -> None:
@@ -103,13 +125,14 @@ class ModelManager:
     """The process's models, by :class:`ModelKey`, with reference counts.
 
     Args:
-        loader: Builds a model for a key (default: this module's :func:`load_model`, looked
-            up at each load).
+        loader: Builds a model: ``loader(key, progress=..., on_bytes=...)``, or ``loader(key)``
+            for a loader that reports nothing (default: this module's :func:`load_model`,
+            looked up at each load).
         capacity: Models kept loaded at once (idle ones beyond it are evicted before a load).
         device_lock: Held around loads and evictions.
     """
 
-    def __init__(self, loader: Callable[[ModelKey], Any] | None = None, *, capacity: int = 1,
+    def __init__(self, loader: Callable[..., Any] | None = None, *, capacity: int = 1,
                  device_lock: Any = DEVICE_LOCK) -> None:
         self._loader = loader
         self.capacity = max(1, int(capacity))
@@ -121,6 +144,8 @@ class ModelManager:
         self.builds = 0
         #: Models evicted so far.
         self.evictions = 0
+        #: Seconds the last build of each model took (the throughput store learns from it).
+        self.load_seconds: dict[ModelKey, float] = {}
 
     def loaded(self) -> list[ModelKey]:
         """Keys of the models held now."""
@@ -135,19 +160,22 @@ class ModelManager:
 
     @contextmanager
     def use(self, key: ModelKey, *, on_load: Callable[[ModelKey], None] | None = None,
-            cancel: Callable[[], bool] | None = None) -> Iterator[Any]:
+            cancel: Callable[[], bool] | None = None, progress: PhaseFn | None = None,
+            on_bytes: BytesFn | None = None) -> Iterator[Any]:
         """The model for ``key``, loaded when needed and held until the block ends.
 
         Args:
             key: Which model.
             on_load: Called before a model is built (progress: "loading weights").
             cancel: Checked while waiting for a free slot; True raises RunCancelledError.
+            progress: Passed to the loader: a message as each build phase starts.
+            on_bytes: Passed to the loader: bytes of weight files as they download.
 
         Raises:
             WeightsUnavailableError, OutOfMemoryError, CheckpointError: from the loader.
             RunCancelledError: cancelled while waiting.
         """
-        model = self._acquire(key, on_load, cancel)
+        model = self._acquire(key, on_load, cancel, {"progress": progress, "on_bytes": on_bytes})
         try:
             yield model
         finally:
@@ -159,7 +187,7 @@ class ModelManager:
                 self._cond.notify_all()
 
     def _acquire(self, key: ModelKey, on_load: Callable[[ModelKey], None] | None,
-                 cancel: Callable[[], bool] | None) -> Any:
+                 cancel: Callable[[], bool] | None, report: dict[str, Any]) -> Any:
         with self._cond:
             while True:
                 entry = self._models.get(key)
@@ -175,7 +203,9 @@ class ModelManager:
                     raise RunCancelledError("cancelled while waiting for the device")
                 self._cond.wait(WAIT_POLL_S)
         try:
-            model = self._build(key, on_load)
+            started = time.monotonic()
+            model = self._build(key, on_load, report)
+            self.load_seconds[key] = time.monotonic() - started
         finally:
             with self._cond:
                 self._loading = False
@@ -184,14 +214,15 @@ class ModelManager:
             self._models[key] = _Entry(model, users=1, last_used=time.monotonic())
             return model
 
-    def _build(self, key: ModelKey, on_load: Callable[[ModelKey], None] | None) -> Any:
+    def _build(self, key: ModelKey, on_load: Callable[[ModelKey], None] | None,
+               report: dict[str, Any]) -> Any:
         if on_load is not None:
             on_load(key)
         logger.info("loading %s (weights %s, %s)", key.describe(), key.weights, key.device)
         try:
             with self._device_lock:
                 self.builds += 1
-                return (self._loader or load_model)(key)
+                return _call_loader(self._loader or load_model, key, report)
         except OutOfMemoryError:
             with self._cond:
                 freed = self._evict_idle(keep=0)
@@ -201,7 +232,7 @@ class ModelManager:
                         key.describe(), freed)
             with self._device_lock:
                 self.builds += 1
-                return (self._loader or load_model)(key)
+                return _call_loader(self._loader or load_model, key, report)
 
     def _evict_idle(self, *, keep: int) -> int:
         """Unload idle models, least recently used first, until at most ``keep`` remain.

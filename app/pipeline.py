@@ -3,8 +3,11 @@
 Generation, zero-shot water and fine-tuned TiM jobs read the scene window, run the model and
 publish a run in the run store (or return the stored run answering the same request at once).
 Geolocation jobs read their condition (the scene, a run's LULC, or a land-cover prompt), sample
-coordinates and return a :class:`~app.geolocation.GeolocationOutcome`. Progress is reported by
-phase: loading weights, reading the scene, each chip batch (or sample batch), writing.
+coordinates and return a :class:`~app.geolocation.GeolocationOutcome`. Progress is reported as
+:class:`~inference.progress.Progress` events, phase by phase: reading the scene (then the
+estimate), loading weights (each build step; bytes while downloading), each chip batch and
+diffusion step (or sample batch), writing. Each finished run refines the throughput store
+(:mod:`inference.throughput`) that the estimates come from.
 
 Nothing here imports Streamlit; the job workers (:mod:`app.jobs`) and the CLI call it.
 """
@@ -12,6 +15,7 @@ Nothing here imports Streamlit; the job workers (:mod:`app.jobs`) and the CLI ca
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,17 +35,28 @@ from app.tasks import Condition, JobSpec, Task
 from inference.errors import CheckpointError, InvalidRequestError, SceneError
 from inference.modalities import Modality
 from inference.models import DEVICE_LOCK
+from inference.progress import Phase, Progress, Unit, format_bytes, format_seconds
+from inference.throughput import (
+    Estimate,
+    ThroughputStore,
+    WorkKey,
+    device_id,
+    estimate_run,
+    model_id,
+)
 
-#: progress(done, total, message) as the pages and the CLI show it.
-ProgressFn = Callable[[int, int, str], None]
+#: progress(event) as the pages, the job table and the CLI show it.
+ProgressFn = Callable[[Progress], None]
 CancelFn = Callable[[], bool]
 
-#: Phase names (the first words of progress messages).
-PHASE_LOADING = "loading weights"
-PHASE_READING = "reading the scene window"
+#: Phase names (the first words of progress messages); see :class:`inference.progress.Phase`.
+PHASE_LOADING = Phase.LOADING.value
+PHASE_READING = Phase.READING.value
 PHASE_RUNNING = "chip batch"
-PHASE_SAMPLING = "sampling"
-PHASE_WRITING = "writing the run"
+PHASE_SAMPLING = Phase.SAMPLING.value
+PHASE_WRITING = Phase.WRITING.value
+#: Chip side the run tasks use (the estimates' and throughput store's chip).
+CHIP = 224
 
 
 @dataclass(frozen=True)
@@ -74,37 +89,73 @@ def find_existing(spec: JobSpec, *, settings: Settings, store: RunStore) -> Run 
 
 def model_key(spec: JobSpec, settings: Settings) -> ModelKey:
     """The model a job needs (timesteps are not part of it: they are per call)."""
-    if spec.task is Task.TIM:
-        return ModelKey(TIM, checkpoint=str(spec.checkpoint), weights=settings.weights,
+    return model_key_for(spec.task, size=spec.size.value, outputs=spec.outputs,
+                         checkpoint=spec.checkpoint, settings=settings)
+
+
+def model_key_for(task: Task, *, size: str, outputs: tuple[Modality, ...],
+                  checkpoint: str | None, settings: Settings) -> ModelKey:
+    """:func:`model_key` from a job's parts (the Run page asks before there is a job)."""
+    if task is Task.TIM:
+        return ModelKey(TIM, checkpoint=str(checkpoint), weights=settings.weights,
                         device=settings.device)
-    if spec.task is Task.GEOLOCATE:
-        return ModelKey(GEOLOCATION, size=spec.size.value, weights=settings.weights,
+    if task is Task.GEOLOCATE:
+        return ModelKey(GEOLOCATION, size=size, weights=settings.weights,
                         device=settings.device)
-    return ModelKey(GENERATION, size=spec.size.value,
-                    outputs=tuple(m.value for m in spec.outputs),
+    if task is not Task.GENERATE:  # water: the LULC generation model
+        outputs = (Modality.LULC,)
+    return ModelKey(GENERATION, size=size, outputs=tuple(m.value for m in outputs),
                     weights=settings.weights, device=settings.device)
 
 
 class _Reporter:
-    """Turns the inference callbacks into phase messages."""
+    """Turns the inference callbacks into :class:`Progress` events (and times the run)."""
 
     def __init__(self, progress: ProgressFn | None) -> None:
         self.progress = progress
+        #: Chips of the run (from the chip callbacks).
+        self.chips_total = 0
+        #: When the model was in hand (monotonic seconds), and whether this job loaded it.
+        self.run_started: float | None = None
+        self.loaded_model = False
+        #: The device the model runs on (``cpu``, ``cuda:0``...).
+        self.device = "cpu"
 
-    def __call__(self, done: int, total: int, message: str) -> None:
+    def __call__(self, phase: Phase, done: int, total: int, message: str,
+                 unit: Unit = Unit.NONE) -> None:
         if self.progress is not None:
-            self.progress(done, total, message)
+            self.progress(Progress(phase, int(done), int(total), message, unit))
 
-    def chips(self, what: str) -> Callable[[int, int], None]:
+    def chips(self, what: str, *, silent: bool = False) -> Callable[[int, int], None]:
         def report(done: int, total: int) -> None:
-            self(done, total, f"{what}: {PHASE_RUNNING} {done}/{total}")
+            self.chips_total = total
+            if not silent:
+                self(Phase.RUNNING, done, total, f"{what}: {PHASE_RUNNING} {done}/{total}",
+                     Unit.CHIPS)
 
         return report
+
+    def steps(self, what: str, unit: Unit) -> Callable[[int, int, str], None]:
+        def report(done: int, total: int, detail: str) -> None:
+            self(Phase.RUNNING, done, total, f"{what}: {detail}", unit)
+
+        return report
+
+    def loading(self, key: ModelKey) -> Callable[[str], None]:
+        def report(message: str) -> None:
+            self(Phase.LOADING, 0, 0, f"{PHASE_LOADING}: {key.describe()}: {message}")
+
+        return report
+
+    def download(self, done_name: str, done: int, total: int | None) -> None:
+        size = f"{format_bytes(done)} of {format_bytes(total)}" if total else format_bytes(done)
+        self(Phase.LOADING, done, total or 0, f"{PHASE_LOADING}: downloading {done_name} "
+             f"({size})", Unit.BYTES)
 
 
 def _read_scene(spec: JobSpec, settings: Settings, report: _Reporter) -> xr.DataArray:
     """Read the job's scene window (bounded by the settings' time-out and pixel limit)."""
-    report(0, 1, PHASE_READING)
+    report(Phase.READING, 0, 1, PHASE_READING)
     return load_scene(list(spec.scene_items), spec.aoi,  # type: ignore[arg-type]
                       stac_url=settings.stac_url, timeout_s=settings.stac_timeout_s,
                       subscription_key=settings.pc_subscription_key,
@@ -130,7 +181,8 @@ def execute(
         models: The process's model manager.
         scene: The scene window already in memory (the page has it); read from the catalog
             when ``None``.
-        progress: ``progress(done, total, message)`` per phase.
+        progress: ``progress(event)`` per phase, in order: loading weights (with bytes while
+            downloading), reading the scene, each chip batch and diffusion step, writing.
         cancel: Returns True to stop (``RunCancelledError``).
 
     Returns:
@@ -154,18 +206,126 @@ def execute(
             f"{scene.attrs.get('modality')!r}. Pick a sentinel-2-l2a scene."
         )
     layers = _run_inference(spec, scene, settings, models, report, cancel)
-    report(0, 1, PHASE_WRITING)
+    report(Phase.WRITING, 0, 1, PHASE_WRITING)
     provenance = _provenance(spec, scene, layers, stac_url=settings.stac_url)
     # Water and TiM runs keep their prediction's polygons and class areas beside the COGs.
     files = segmentation_files(layers) if spec.task in (Task.WATER, Task.TIM) else None
     run = store.save(run_request(spec, settings), layers, provenance=provenance,
                      input_layer=scene, files=files)
-    report(1, 1, "stored")
+    report(Phase.STORED, 1, 1, "stored")
+    _measure(spec, settings, models, report)
     return Outcome(run=run)
 
 
+def work_key(task: Task, *, size: str, outputs: tuple[Modality, ...], timesteps: int,
+             device: str) -> WorkKey:
+    """What a run's throughput is kept under: task, size, outputs, timesteps, chip, device
+    (``cpu``, ``cuda``... as resolved) on this machine."""
+    if task is not Task.GENERATE:  # water and TiM run one LULC decode
+        outputs, timesteps = (Modality.LULC,), 1
+    return WorkKey(task.value, "" if task is Task.TIM else size,
+                   tuple(m.value for m in outputs), timesteps, CHIP, device_id(device))
+
+
+def model_identity(key: ModelKey, device: str) -> str:
+    """The throughput store's name of a model (load times)."""
+    return model_id(key.kind, key.size or key.checkpoint, key.outputs, key.weights, device)
+
+
+def prior_seconds(task: Task, *, size: str, outputs: tuple[Modality, ...], timesteps: int,
+                  chips: int, device: str) -> float:
+    """The fixed table's seconds for ``chips`` chips (the prior of estimates)."""
+    from inference.generate import GenerationTask, estimate
+
+    if task is not Task.GENERATE:
+        outputs, timesteps = (Modality.LULC,), 1
+    gen = GenerationTask(outputs=outputs, timesteps=timesteps, chip=CHIP)
+    per_chip = estimate(CHIP, CHIP, gen, device=device.split(":")[0] or "cpu", size=size)[1]
+    return per_chip * chips
+
+
+def _measure(spec: JobSpec, settings: Settings, models: ModelManager,
+             report: _Reporter) -> None:
+    """Refine the throughput store with this run (chips per second, and the model load)."""
+    if report.run_started is None or not report.chips_total:
+        return
+    device = report.device
+    size, outputs, steps = spec.size.value, spec.outputs, spec.timesteps
+    store = ThroughputStore.beside(settings.runs_dir)
+    store.record_run(
+        work_key(spec.task, size=size, outputs=outputs, timesteps=steps, device=device),
+        chips=report.chips_total, seconds=time.monotonic() - report.run_started,
+        prior_per_chip=prior_seconds(spec.task, size=size, outputs=outputs, timesteps=steps,
+                                     chips=1, device=device))
+    key = model_key(spec, settings)
+    if report.loaded_model and key in models.load_seconds:
+        store.record_load(model_identity(key, device), models.load_seconds[key])
+
+
+def estimate_for(spec: JobSpec, scene: xr.DataArray, inside: Any, *, key: ModelKey,
+                 models: ModelManager, settings: Settings, device: str) -> Estimate:
+    """How long ``spec`` should take on ``scene`` (the chips the AOI needs), from the
+    throughput measured beside the runs; loading included unless ``models`` holds the model."""
+    import sys
+
+    import numpy as np
+
+    from inference.generate import GenerationTask
+    from inference.tiling import count_chips, restrict_to_aoi
+
+    valid = np.isfinite(np.asarray(scene.values)).all(axis=0)
+    h, w = valid.shape
+    plan = GenerationTask(outputs=(Modality.LULC,), chip=CHIP)  # the runs' chip and overlap
+    chips = count_chips(h, w, plan.chip, plan.overlap, mask=restrict_to_aoi(valid, inside))
+    size, outputs, steps = spec.size.value, spec.outputs, spec.timesteps
+    return estimate_run(
+        ThroughputStore.beside(settings.runs_dir),
+        work_key(spec.task, size=size, outputs=outputs, timesteps=steps, device=device),
+        chips=chips, outputs=len(key.outputs) or 1,
+        prior_s=prior_seconds(spec.task, size=size, outputs=outputs, timesteps=steps,
+                              chips=chips, device=device),
+        model=None if key in models.loaded() else model_identity(key, device),
+        terratorch_imported="terratorch" in sys.modules)
+
+
+def _announce_estimate(spec: JobSpec, scene: xr.DataArray, inside: Any, key: ModelKey,
+                       models: ModelManager, settings: Settings, report: _Reporter) -> None:
+    from inference.models import resolve_device
+
+    try:
+        found = estimate_for(spec, scene, inside, key=key, models=models, settings=settings,
+                             device=str(resolve_device(settings.device)))
+    except InvalidRequestError:  # no valid pixel in the AOI: the run itself says so
+        return
+    load = ""
+    if found.load_source != "loaded":
+        how = ("measured here" if found.load_source == "measured"
+               else "a guess until a load is measured here")
+        load = f" + {format_seconds(found.load_s)} loading the model ({how})"
+    report(Phase.READING, 1, 1,
+           f"{PHASE_READING}: {int(scene.sizes['x'])} × {int(scene.sizes['y'])} px, "
+           f"{found.chips} chip{'s' if found.chips != 1 else ''}; estimate "
+           f"{format_seconds(found.run_s)}{load} ({found.describe()})")
+
+
 def _on_load(report: _Reporter) -> Callable[[ModelKey], None]:
-    return lambda key: report(0, 1, f"{PHASE_LOADING}: {key.describe()}")
+    def on_load(key: ModelKey) -> None:
+        report.loaded_model = True
+        report(Phase.LOADING, 0, 0, f"{PHASE_LOADING}: {key.describe()}")
+
+    return on_load
+
+
+def _use(models: ModelManager, key: ModelKey, report: _Reporter,
+         cancel: CancelFn | None) -> Any:
+    """``models.use`` with every loading phase reported."""
+    return models.use(key, on_load=_on_load(report), cancel=cancel,
+                      progress=report.loading(key), on_bytes=report.download)
+
+
+def _started(report: _Reporter, model: Any, settings: Settings) -> None:
+    report.device = str(getattr(model, "device", None) or settings.device)
+    report.run_started = time.monotonic()
 
 
 def _run_inference(spec: JobSpec, scene: xr.DataArray, settings: Settings,
@@ -177,6 +337,7 @@ def _run_inference(spec: JobSpec, scene: xr.DataArray, settings: Settings,
         raise InvalidRequestError("No AOI: draw or upload one on the Search page.")
     inside = aoi_mask(scene, spec.aoi)
     key = model_key(spec, settings)
+    _announce_estimate(spec, scene, inside, key, models, settings, report)
     if spec.task is Task.TIM:
         try:
             from inference.tim import segment
@@ -185,12 +346,16 @@ def _run_inference(spec: JobSpec, scene: xr.DataArray, settings: Settings,
                 "Fine-tuned TiM checkpoints are not supported by this TerraLens version yet; "
                 "use zero-shot water (no --checkpoint) instead."
             ) from err
-    with models.use(key, on_load=_on_load(report), cancel=cancel) as model:
+    with _use(models, key, report, cancel) as model:
+        _started(report, model, settings)
         if spec.task is Task.GENERATE:
             task = GenerationTask(outputs=spec.outputs, timesteps=spec.timesteps,
                                   seed=spec.seed)
+            unit = Unit.CHIPS if spec.outputs == (Modality.LULC,) else Unit.CHIP_STEPS
             with DEVICE_LOCK:
-                return generate(model, scene, task, progress=report.chips("generating"),
+                return generate(model, scene, task,
+                                progress=report.chips("generating", silent=True),
+                                steps=report.steps("generating", unit),
                                 cancel=cancel, aoi_mask=inside)
         if spec.task is Task.WATER:
             from inference.water import zero_shot_water
@@ -228,11 +393,12 @@ def _geolocate(spec: JobSpec, settings: Settings, store: RunStore, models: Model
         condition = scene
         truth = centre_lonlat(scene)
     key = model_key(spec, settings)
-    with models.use(key, on_load=_on_load(report), cancel=cancel) as model, DEVICE_LOCK:
+    with _use(models, key, report, cancel) as model, DEVICE_LOCK:
         result = sample_locations(
             model, condition, n=spec.samples, temperature=spec.temperature, top_p=spec.top_p,
             seed=spec.seed, cancel=cancel,
-            progress=lambda d, t: report(d, t, f"{PHASE_SAMPLING} {d}/{t}"),
+            progress=lambda d, t: report(Phase.SAMPLING, d, t, f"{PHASE_SAMPLING} {d}/{t}",
+                                         Unit.SAMPLES),
         )
     return GeolocationOutcome(result=result, summary=summary(result, truth), true_lonlat=truth)
 

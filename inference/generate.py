@@ -26,6 +26,7 @@ hence the samples. The caller's global RNG states are restored afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from collections.abc import Sequence
@@ -53,6 +54,7 @@ from inference.models import (
     oom_as_error,
     terratorch_version,
 )
+from inference.progress import DiffusionSteps, StepsFn, denoising_steps, diffusion_tokenizers
 from inference.tiling import CancelFn, ProgressFn, count_chips, restrict_to_aoi, tiled_apply
 
 if TYPE_CHECKING:
@@ -204,8 +206,6 @@ def to_host(tensor: torch.Tensor, *, pinned: bool = False) -> np.ndarray:
 
 
 def _autocast(model: GenerationModel) -> Any:
-    import contextlib
-
     import torch
 
     if model.autocast is None:
@@ -292,6 +292,7 @@ def generate(
     cancel: CancelFn | None = None,
     executor: Executor | None = None,
     aoi_mask: np.ndarray | None = None,
+    steps: StepsFn | None = None,
 ) -> dict[str, xr.DataArray]:
     """Generate synthetic modalities from a Sentinel-2 L2A window.
 
@@ -306,6 +307,9 @@ def generate(
         executor: Where chips run (default in-process; see :mod:`inference.executors`).
         aoi_mask: Optional ``[y, x]`` bool, True inside the AOI: chips outside it are not run
             and outputs are masked outside it (a polygon AOI costs only the chips it touches).
+        steps: ``steps(done, total, detail)`` in chip steps (chips × diffusion steps of every
+            diffusion output; chips when none diffuses) at each batch start, each diffusion
+            decoder step and each batch end (chips run in this process only).
 
     Returns:
         ``{"S1GRD"|"S1RTC"|"DEM"|"NDVI": float32, "LULC": uint8, "LULC_PROB": float32}`` for
@@ -328,10 +332,12 @@ def generate(
     fn: Any = ChipGenerator(model, task)
     if model.speed.adaptive_batch:
         fn = AdaptiveBatches(fn, limit=_batch_limit(model, task))
-    with _RngGuard():
+    counter = _step_counter(model, task, valid, steps)
+    with _RngGuard(), (counter.hooks(model.module) if counter else contextlib.nullcontext()):
         stacked = tiled_apply(
             fn, data, chip=task.chip, overlap=task.overlap, batch_size=task.batch_size,
-            progress=progress, cancel=cancel, executor=executor, mask=valid,
+            progress=_both(progress, counter.chips if counter else None), cancel=cancel,
+            executor=executor, mask=valid,
         )
     base = {k: s2.attrs[k] for k in PROVENANCE_ATTRS if k in s2.attrs}
     base |= {
@@ -370,6 +376,29 @@ def generate(
             values = np.where(valid, values, np.nan).astype(np.float32)
             results[mod.value] = _to_dataarray(values, s2, info.bands, attrs)
     return results
+
+
+def _step_counter(model: GenerationModel, task: GenerationTask, valid: np.ndarray,
+                  steps: StepsFn | None) -> DiffusionSteps | None:
+    if steps is None:
+        return None
+    h, w = valid.shape
+    chips = count_chips(h, w, task.chip, task.overlap, mask=valid)
+    diffusing = {name: denoising_steps(tok, task.timesteps)
+                 for name, tok in diffusion_tokenizers(model.module).items()}
+    return DiffusionSteps(chips, batch_size=task.batch_size, diffusing=diffusing, steps=steps)
+
+
+def _both(*fns: ProgressFn | None) -> ProgressFn | None:
+    called = [f for f in fns if f is not None]
+    if not called:
+        return None
+
+    def progress(done: int, total: int) -> None:
+        for f in called:
+            f(done, total)
+
+    return progress
 
 
 def _batch_limit(model: GenerationModel, task: GenerationTask) -> int | None:

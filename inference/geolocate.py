@@ -37,6 +37,7 @@ from inference.modalities import Modality
 from inference.models import (
     LoadedModel,
     ModelSize,
+    PhaseFn,
     build_terramind,
     oom_as_error,
     parse_model_size,
@@ -44,6 +45,7 @@ from inference.models import (
 )
 from inference.tiling import CancelFn, ProgressFn
 from inference.tim import seeded_rng
+from inference.weights import BytesFn
 
 if TYPE_CHECKING:
     import torch
@@ -66,6 +68,8 @@ def load_geolocation_model(
     weights: str,
     device: torch.device | str = "auto",
     conditions: Sequence[Modality | str] = (Modality.S2L2A, Modality.LULC),
+    progress: PhaseFn | None = None,
+    on_bytes: BytesFn | None = None,
 ) -> GeolocationModel:
     """Build TerraMind for coordinate generation from S2L2A and/or LULC conditions.
 
@@ -74,6 +78,8 @@ def load_geolocation_model(
         weights: ``hub``, a local directory, or ``untrained``.
         device: ``torch.device`` or a name for :func:`inference.models.resolve_device`.
         conditions: Input modalities the model accepts (one model serves both by default).
+        progress: Called with a message as each build phase starts.
+        on_bytes: Called as weight files download (file name, bytes done, total or None).
 
     Raises:
         InvalidRequestError: bad size or condition.
@@ -97,7 +103,7 @@ def load_geolocation_model(
     loaded = build_terramind(
         f"terramind_v1_{model_size.value}_generate", weights=weights, device=device,
         modalities=[m.value for m in conds], output_modalities=["coords"],
-        standardize=True, timesteps=1,
+        standardize=True, timesteps=1, progress=progress, on_bytes=on_bytes,
     )
     return GeolocationModel(
         module=loaded.module, registry_name=loaded.registry_name, device=loaded.device,

@@ -60,6 +60,7 @@ from inference.speed import SpeedOptions, apply_speed
 from inference.terratorch_import import import_terratorch
 from inference.weights import (
     WEIGHTS_UNTRAINED,
+    BytesFn,
     WeightRecord,
     required_weight_files,
     resolve_weight_files,
@@ -326,6 +327,7 @@ def build_terramind(
     full_model: bool | None = None,
     progress: PhaseFn | None = None,
     speed: SpeedOptions | None = None,
+    on_bytes: BytesFn | None = None,
     **kwargs: Any,
 ) -> LoadedModel:
     """Build any TerraMind v1 model from terratorch's registries with resolved weights.
@@ -355,6 +357,7 @@ def build_terramind(
         progress: Called with a message as each phase starts (seconds of each phase end up
             in :attr:`LoadedModel.load_phases`).
         speed: Speed paths to apply (:mod:`inference.speed`); default from the environment.
+        on_bytes: Called as weight files download from the hub (bytes done and total).
         **kwargs: Passed to the registry builder (``modalities``, ``output_modalities``,
             ``tim_modalities``, ``standardize``, ``timesteps``...). ``pretrained`` and
             ``ckpt_path`` are refused.
@@ -394,7 +397,7 @@ def build_terramind(
                 output_modalities=_names(kwargs.get("output_modalities")),
                 tim_modalities=_names(kwargs.get("tim_modalities")),
             )
-            paths = resolve_weight_files(files, weights)
+            paths = resolve_weight_files(files, weights, on_bytes=on_bytes)
 
     from terratorch.registry import BACKBONE_REGISTRY, FULL_MODEL_REGISTRY
 
@@ -411,7 +414,8 @@ def build_terramind(
             tokenizers = getattr(module, "tokenizer", None) or {}
             missing_tok = [k for k in tokenizers if k not in paths]
             if missing_tok:  # a tokenizer the prediction did not foresee
-                paths |= resolve_weight_files([tokenizer_file(k) for k in missing_tok], weights)
+                paths |= resolve_weight_files([tokenizer_file(k) for k in missing_tok], weights,
+                                              on_bytes=on_bytes)
             with phases("recording weight files (sha256)"):
                 records = weight_records(paths)
             for key in list(tokenizers):
@@ -547,6 +551,7 @@ def load_generation_model(
     timesteps: int = 10,
     progress: PhaseFn | None = None,
     speed: SpeedOptions | None = None,
+    on_bytes: BytesFn | None = None,
 ) -> GenerationModel:
     """Build the S2L2A → ``outputs`` any-to-any generation model.
 
@@ -562,6 +567,7 @@ def load_generation_model(
         timesteps: Default diffusion steps (terratorch's own default, 50, is never used).
         progress: Called with a message as each build phase starts.
         speed: Speed paths (:mod:`inference.speed`); default from the environment.
+        on_bytes: Called as weight files download (file name, bytes done, total or None).
 
     Returns:
         The model, in eval mode on its device.
@@ -589,6 +595,7 @@ def load_generation_model(
         timesteps=timesteps,
         progress=progress,
         speed=speed,
+        on_bytes=on_bytes,
     )
     return GenerationModel(
         module=loaded.module,

@@ -14,6 +14,7 @@ from app.ui.state import W
 from inference.errors import TerraLensError
 from inference.modalities import Modality
 from inference.models import ModelSize
+from inference.progress import format_seconds
 
 #: Seconds between two refreshes of a queued or running job's status.
 STATUS_REFRESH_S = 1.0
@@ -94,10 +95,13 @@ if task is Task.GENERATE and not outputs:
     st.info("Choose at least one output.")
 else:
     with widgets.guard("Estimating the run"):
+        chosen = tuple(Modality(o) for o in outputs) if outputs else (Modality.LULC,)
         text, estimate_s = view.estimate(
-            scene, task, tuple(Modality(o) for o in outputs) if outputs
-            else (Modality.LULC,), timesteps=timesteps, size=size, device=device,
-            aoi=state.get_scene_aoi())
+            scene, task, chosen, timesteps=timesteps, size=size, device=device,
+            aoi=state.get_scene_aoi(), throughput=view.throughput_store(settings),
+            model=view.model_to_load(runtime.job_runtime(settings).models, task, size=size,
+                                     outputs=chosen, checkpoint=checkpoint,
+                                     settings=settings, device=device))
         st.info(text, icon=":material/timer:")
 
 # -- Submit --------------------------------------------------------------------------------------
@@ -128,7 +132,7 @@ def _ended(job: JobRecord) -> None:
                            icon=":material/inventory_2:")
             else:
                 took = (job.finished or 0) - (job.started or job.submitted)
-                st.success(f"Finished in {view.format_seconds(took)} and stored.",
+                st.success(f"Finished in {format_seconds(took)} and stored.",
                            icon=":material/check_circle:")
             st.markdown("  \n".join(view.run_summary(run)))
             widgets.page_link("layers", "Open the layers on the map →")
@@ -139,8 +143,7 @@ def _ended(job: JobRecord) -> None:
         elif job.error_kind == "OutOfMemoryError":
             st.info("Pick a smaller model, fewer outputs or a smaller AOI.")
     elif job.state is JobState.CANCELLED:
-        st.warning(f"Run cancelled after {job.done} of {job.total or 1} steps; nothing was "
-                   "stored.")
+        st.warning(f"Run cancelled {view.cancelled_at(job)}; nothing was stored.")
     elif job.state is JobState.INTERRUPTED:
         st.warning(f"Job #{job.id} was interrupted (the server stopped while it ran); nothing "
                    "was stored.")

@@ -135,6 +135,42 @@ def test_s1_diffusion_output_units_and_mask(tiny_s1_model) -> None:
 
 
 @pytest.mark.model
+def test_one_chip_reports_each_diffusion_step(tiny_s1_model) -> None:
+    steps: list[tuple[int, int, str]] = []
+    generate(tiny_s1_model, s2_window(64, 64, seed=2),
+             GenerationTask(outputs=("S1GRD",), timesteps=2, chip=64),
+             steps=lambda d, t, detail: steps.append((d, t, detail)))
+    # One chip, two denoising steps of the S1GRD decoder: the count moves at every step.
+    assert steps == [
+        (0, 2, "chip batch 1/1 · sampling tokens"),
+        (1, 2, "chip batch 1/1 · S1GRD diffusion step 1/2"),
+        (2, 2, "chip batch 1/1 · S1GRD diffusion step 2/2"),
+        (2, 2, "chip batch 1/1 done"),
+    ]
+    # terratorch's trailing DDIM schedule runs 4 decoder calls for 3 timesteps: counted as such.
+    steps.clear()
+    generate(tiny_s1_model, s2_window(64, 64, seed=2),
+             GenerationTask(outputs=("S1GRD",), timesteps=3, chip=64),
+             steps=lambda d, t, detail: steps.append((d, t, detail)))
+    assert [d for d, _, _ in steps] == [0, 1, 2, 3, 4, 4] and {t for _, t, _ in steps} == {4}
+    assert steps[-2][2] == "chip batch 1/1 · S1GRD diffusion step 4/4"
+    # The hooks are gone afterwards: a run without steps= reports nothing more.
+    generate(tiny_s1_model, s2_window(64, 64, seed=2),
+             GenerationTask(outputs=("S1GRD",), timesteps=1, chip=64))
+    assert len(steps) == 6
+
+
+@pytest.mark.model
+def test_steps_count_chips_across_batches(tiny_lulc_model) -> None:
+    s2 = s2_window(96, 96)  # 4 chips of 64 with overlap 16, in batches of 3 and 1
+    steps: list[tuple[int, int, str]] = []
+    generate(tiny_lulc_model, s2, GenerationTask(**(LULC_TASK | {"batch_size": 3})),
+             steps=lambda d, t, detail: steps.append((d, t, detail)))
+    assert steps == [(0, 4, "chip batch 1/2"), (3, 4, "chip batch 1/2 done"),
+                     (3, 4, "chip batch 2/2"), (4, 4, "chip batch 2/2 done")]
+
+
+@pytest.mark.model
 def test_task_must_match_model(tiny_lulc_model) -> None:
     with pytest.raises(InvalidRequestError, match="load a model"):
         generate(tiny_lulc_model, s2_window(64, 64), GenerationTask(outputs=("NDVI",)))

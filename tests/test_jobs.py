@@ -5,6 +5,7 @@ TerraMind model."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from app.aoi import AOI
+from app.cli_tasks import progress_line
 from app.job_store import JobState, JobStore
 from app.jobs import JobRuntime
 from app.model_manager import GENERATION, ModelKey, ModelManager
@@ -26,6 +28,8 @@ from app.settings import load_settings
 from app.tasks import TASKS, JobSpec, Knob, Task
 from inference.errors import InvalidRequestError
 from inference.modalities import Modality
+from inference.progress import Phase, Progress, Unit
+from inference.throughput import Measured, ThroughputStore, WorkKey, device_id, estimate_run
 from tests.fixtures.app_server import REPO
 from tests.fixtures.s2_scenes import SceneSet, utm_box_to_lonlat
 
@@ -89,7 +93,7 @@ class _Model:
 def test_a_model_in_use_is_never_unloaded_and_idle_ones_are_evicted_first() -> None:
     made: list[_Model] = []
 
-    def loader(key: ModelKey) -> _Model:
+    def loader(key: ModelKey, **_: Any) -> _Model:
         made.append(_Model(key))
         return made[-1]
 
@@ -104,6 +108,88 @@ def test_a_model_in_use_is_never_unloaded_and_idle_ones_are_evicted_first() -> N
         assert first.unloaded and not second.unloaded  # the idle model made room
         assert manager.loaded() == [small]
     assert manager.builds == 2 and manager.evictions == 1
+
+
+# -- Progress in the job table, throughput --------------------------------------------------------
+def test_an_older_job_database_gains_the_phase_and_unit_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    old = tmp_path / ".jobs.db"
+    spec = JobSpec(task=Task.GENERATE, scene_items=ITEMS, aoi=BBOX_AOI, size="tiny")
+    with sqlite3.connect(old) as con:  # the first release's table, one job in it
+        con.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL,"
+                    " task TEXT NOT NULL, spec TEXT NOT NULL, label TEXT NOT NULL DEFAULT '',"
+                    " device TEXT NOT NULL, session TEXT NOT NULL DEFAULT '', runner TEXT NOT"
+                    " NULL DEFAULT 'queue', state TEXT NOT NULL, owner_pid INTEGER, owner_host"
+                    " TEXT, submitted REAL NOT NULL, started REAL, finished REAL, phase_started"
+                    " REAL, done INTEGER NOT NULL DEFAULT 0, total INTEGER NOT NULL DEFAULT 0,"
+                    " message TEXT NOT NULL DEFAULT '', estimate_s REAL, cancel INTEGER NOT NULL"
+                    " DEFAULT 0, reused INTEGER NOT NULL DEFAULT 0, error TEXT, error_kind TEXT,"
+                    " run_id TEXT, result TEXT)")
+        con.execute("INSERT INTO jobs (key, task, spec, device, state, submitted, message) "
+                    "VALUES ('k', 'generation', ?, 'cpu', 'done', 1.0, 'stored')",
+                    (json.dumps(spec.to_dict()),))
+    jobs = JobStore(old)
+    [before] = jobs.recent()
+    assert (before.message, before.phase, before.unit) == ("stored", "", "")
+    job, _ = jobs.submit(spec, key="k2", device="cpu", estimate_s=100.0)
+    jobs.claim(job.id)
+    jobs.progress(job.id, Progress(Phase.RUNNING, 3, 8, "generating: chip batch 1/2",
+                                   Unit.CHIP_STEPS), new_phase=True)
+    running = jobs.get(job.id)
+    assert (running.phase, running.unit, running.done, running.total) == (
+        "running the model", "chip steps", 3, 8)
+    # While the model runs, the rate of its chip steps gives the time left.
+    assert running.eta_s(now=running.phase_started + 30) == pytest.approx(50.0)
+
+
+def test_the_estimate_is_refined_after_each_run(tmp_path: Path) -> None:
+    store = ThroughputStore.beside(tmp_path)
+    key = WorkKey("generation", "base", ("NDVI", "LULC"), 10, 224, device_id("cpu"))
+    prior = estimate_run(store, key, chips=4, prior_s=20.0, model="m")
+    assert (prior.source, prior.run_s, prior.load_source) == ("prior", 20.0, "prior")
+    store.record_run(key, chips=4, seconds=332.0, prior_per_chip=5.0)  # 83 s per chip
+    store.record_load("m", 40.0)
+    first = estimate_run(store, key, chips=2, prior_s=10.0, model="m")
+    assert (first.source, first.runs, first.run_s) == ("measured", 1, 166.0)
+    assert (first.load_source, first.load_s, first.total_s) == ("measured", 40.0, 206.0)
+    assert estimate_run(store, key, chips=2, prior_s=10.0, model=None).load_s == 0
+    store.record_run(key, chips=1, seconds=43.0)  # faster now: the average moves half-way
+    assert store.seconds_per_chip(key) == Measured(63.0, 2)
+    # The outputs' order does not matter; other settings on this device are scaled from the
+    # prior by what this device measured (83 / 5 = 16.6×).
+    same = WorkKey("generation", "base", ("LULC", "NDVI"), 10, 224, device_id("cpu"))
+    assert store.seconds_per_chip(same) == Measured(63.0, 2)
+    other = WorkKey("generation", "base", ("LULC",), 1, 224, device_id("cpu"))
+    scaled = estimate_run(store, other, chips=1, prior_s=1.0, model=None)
+    assert scaled.source == "scaled" and scaled.run_s == pytest.approx(16.6)
+    assert "scaled by 1 run measured on this device" in scaled.describe()
+    gpu = WorkKey("generation", "base", ("LULC",), 1, 224, device_id("cuda:0"))
+    assert estimate_run(store, gpu, chips=1, prior_s=1.0, model=None).source == "prior"
+    assert json.loads((tmp_path / ".throughput.json").read_text())["per_chip"]
+
+
+def test_the_manager_hands_build_phases_and_download_bytes_to_the_loader() -> None:
+    def loader(key: ModelKey, *, progress: Any, on_bytes: Any) -> _Model:
+        progress("resolving weight files")
+        on_bytes("TerraMind_v1_tiny.pt", 100_000_000, 200_000_000)
+        progress("loading TerraMind_v1_tiny.pt")
+        return _Model(key)
+
+    seen: list[Any] = []
+    manager = ModelManager(loader)
+    key = ModelKey(GENERATION, "tiny", ("LULC",))
+    with manager.use(key, on_load=lambda k: seen.append(k.describe()), progress=seen.append,
+                     on_bytes=lambda *a: seen.append(a)):
+        pass
+    assert seen == ["TerraMind tiny (LULC)", "resolving weight files",
+                    ("TerraMind_v1_tiny.pt", 100_000_000, 200_000_000),
+                    "loading TerraMind_v1_tiny.pt"]
+    assert manager.load_seconds[key] > 0
+    event = Progress(Phase.LOADING, 100_000_000, 200_000_000,
+                     "loading weights: downloading TerraMind_v1_tiny.pt (100.0 MB of 200.0 MB)",
+                     Unit.BYTES)
+    assert progress_line(event) == f"[loading weights] {event.message}", "bytes are in the text"
 
 
 # -- Jobs -----------------------------------------------------------------------------------------
@@ -125,7 +211,7 @@ def _spec(s2_scene_set: SceneSet, **changes: Any) -> JobSpec:
 def _copies(model: Any, built: list[ModelKey]) -> Any:
     """A loader handing out copies of the session's tiny model (unloading a copy keeps it)."""
 
-    def loader(key: ModelKey) -> Any:
+    def loader(key: ModelKey, **_: Any) -> Any:
         assert key.size == "tiny" and key.outputs == ("LULC",), key
         built.append(key)
         return dataclasses.replace(model)

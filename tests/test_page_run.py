@@ -16,6 +16,8 @@ from app.job_store import JobState, JobStore
 from app.layers import display_layers_for
 from app.runs import RunStore
 from app.ui.state import W
+from inference.progress import format_seconds
+from inference.throughput import Measured, ThroughputStore, WorkKey, device_id
 from tests.fixtures.app_server import page_test
 from tests.fixtures.jobs import use_model, wait_for_job
 from tests.fixtures.models import s2_window
@@ -90,6 +92,17 @@ def test_missing_weights_tell_how_to_provide_them(
     assert not (app_env / "runs").exists() or not RunStore(app_env / "runs").list_runs()
 
 
+def _estimate(at: Any) -> str:
+    return next(i.value for i in at.info if "chip" in i.value)
+
+
+def _measured(app_env: Path, *outputs: str, timesteps: int) -> Measured:
+    key = WorkKey("generation", "tiny", outputs, timesteps, 224, device_id("cpu"))
+    measured = ThroughputStore.beside(app_env / "runs").seconds_per_chip(key)
+    assert measured is not None and measured.runs == 1, measured
+    return measured
+
+
 @pytest.mark.model
 def test_run_generates_stores_and_reuses(
     app_env: Path, tiny_lulc_model: Any, monkeypatch: pytest.MonkeyPatch
@@ -98,6 +111,9 @@ def test_run_generates_stores_and_reuses(
     at = _seeded().run()
     at.multiselect(key=W.OUTPUTS).set_value(["LULC"]).run()
     at.number_input(key=W.TIMESTEPS).set_value(1).run()
+    before = _estimate(at)
+    assert "nothing measured on this device yet" in before, before
+    assert "loading the model first" in before, "the model is not loaded: loading is included"
     at.button(key=W.RUN).click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     wait_for_job(at, app_env)
@@ -105,6 +121,12 @@ def test_run_generates_stores_and_reuses(
     assert [(k.size, k.outputs) for k in built] == [("tiny", ("LULC",))]
     runs = RunStore(app_env / "runs").list_runs()
     assert len(runs) == 1
+    # The estimate is refined by the run: measured here, the model now loaded.
+    measured = _measured(app_env, "LULC", timesteps=1)
+    after = _estimate(at)
+    assert "measured here over 1 run of these settings" in after, after
+    assert f"takes about **{format_seconds(measured.value)}**" in after
+    assert "loading the model first" not in after, "the model is loaded now"
     assert at.session_state["run_id"] == runs[0].id
     assert any("Finished" in s.value for s in at.success)
     assert any("LULC" in m.value for m in at.markdown)
@@ -113,8 +135,10 @@ def test_run_generates_stores_and_reuses(
     at.button(key=W.RUN).click().run()
     assert any("Answered from the run store" in s.value for s in at.success)
     assert len(built) == 1
-    # Other timesteps are another run, but the same model: nothing is reloaded.
+    # Other timesteps are another run, but the same model: nothing is reloaded. Before it
+    # ran, these settings are estimated from the fixed table scaled by this device's run.
     at.number_input(key=W.TIMESTEPS).set_value(2).run()
+    assert "scaled by 1 run measured on this device" in _estimate(at)
     at.button(key=W.RUN).click().run()
     wait_for_job(at, app_env)
     assert len(RunStore(app_env / "runs").list_runs()) == 2 and len(built) == 1

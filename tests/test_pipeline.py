@@ -14,12 +14,13 @@ import rasterio
 from app.aoi import AOI
 from app.cli import main
 from app.model_manager import ModelKey, ModelManager
-from app.pipeline import PHASE_LOADING, PHASE_READING, PHASE_WRITING, execute, find_existing
+from app.pipeline import execute, find_existing
 from app.runs import RunStore
 from app.settings import load_settings
 from app.tasks import JobSpec, Task
 from inference.errors import SceneError
 from inference.modalities import Modality
+from inference.progress import Phase, Progress
 from tests.fixtures.s2_scenes import SceneSet, utm_box_to_lonlat, utm_polygon_to_lonlat
 
 pytestmark = [pytest.mark.integration, pytest.mark.model]
@@ -47,23 +48,24 @@ def test_generation_is_stored_and_the_same_request_is_answered_from_the_store(
                   outputs=(Modality.LULC,), size="tiny", timesteps=1, seed=3)
     calls: list[ModelKey] = []
 
-    def loader(key: ModelKey) -> Any:
+    def loader(key: ModelKey, **_: Any) -> Any:
         calls.append(key)
         return dataclasses.replace(tiny_lulc_model)
 
     models = ModelManager(loader)
-    messages: list[str] = []
+    events: list[Progress] = []
     assert find_existing(job, settings=settings, store=store) is None
-    run = execute(job, settings=settings, store=store, models=models,
-                  progress=lambda d, t, m: messages.append(m)).run
+    run = execute(job, settings=settings, store=store, models=models, progress=events.append).run
     assert run is not None
     assert [(k.size, k.outputs) for k in calls] == [("tiny", ("LULC",))]
     # Each phase in order: the scene window, the weights, each chip batch, writing.
-    phases = [m.split(":")[0] for m in messages]
-    phases = [p for i, p in enumerate(phases) if i == 0 or p != phases[i - 1]]
-    assert phases == [PHASE_READING, PHASE_LOADING, "generating", PHASE_WRITING, "stored"]
+    assert _phases(events) == [Phase.READING, Phase.LOADING, Phase.RUNNING, Phase.WRITING,
+                               Phase.STORED]
+    messages = [e.message for e in events]
     assert "generating: chip batch 1/1" in messages
     assert "loading weights: TerraMind tiny (LULC)" in messages
+    assert [e.message for e in events if e.phase is Phase.READING][-1].startswith(
+        "reading the scene window: 160 × 140 px, 1 chip; estimate "), "the estimate, once read"
     assert {"LULC", "LULC_PROB"} <= set(run.layer_names)
     lulc = run.load_layer("LULC")
     scene = run.load_layer(run.input_name)
@@ -84,6 +86,12 @@ def test_generation_is_stored_and_the_same_request_is_answered_from_the_store(
     assert run.provenance["extent"] == "aoi"  # not answered by runs of the whole bounding box
 
 
+def _phases(events: list[Progress]) -> list[Phase]:
+    """The phases of ``events`` in order, each once per stretch."""
+    phases = [e.phase for e in events]
+    return [p for i, p in enumerate(phases) if i == 0 or p != phases[i - 1]]
+
+
 def test_outputs_are_clipped_to_a_drawn_polygon(
     env: Path, s2_scene_set: SceneSet, tiny_lulc_model: Any
 ) -> None:
@@ -93,7 +101,7 @@ def test_outputs_are_clipped_to_a_drawn_polygon(
                   outputs=(Modality.LULC,), size="tiny", timesteps=1, seed=3)
     settings = load_settings()
     run = execute(job, settings=settings, store=RunStore(settings.runs_dir),
-                  models=ModelManager(lambda key: dataclasses.replace(tiny_lulc_model))).run
+                  models=ModelManager(lambda key, **_: dataclasses.replace(tiny_lulc_model))).run
     assert run is not None
     with rasterio.open(run.layer_path("LULC_PROB")) as src:
         probs = src.read(1)
@@ -113,7 +121,7 @@ def test_a_sentinel1_scene_cannot_feed_terramind_generation(
     settings = load_settings()
     with pytest.raises(SceneError, match="Sentinel-2 L2A"):
         execute(job, settings=settings, store=RunStore(settings.runs_dir),
-                models=ModelManager(lambda key: pytest.fail("model must not be built")))
+                models=ModelManager(lambda key, **_: pytest.fail("model must not be built")))
 
 
 def test_cli_generate_writes_cogs_and_a_stac_item(
@@ -127,6 +135,25 @@ def test_cli_generate_writes_cogs_and_a_stac_item(
     assert code == 0, captured.err
     run_dir = Path(captured.out.strip())
     assert run_dir.parent == out and (run_dir / "item.json").is_file()
+    # Each phase on stderr in order, the model build (the real loader) step by step.
+    lines = [line for line in captured.err.splitlines() if line.startswith("[")]
+    phases = [line[1:line.index("]")] for line in lines]
+    phases = [p for i, p in enumerate(phases) if i == 0 or p != phases[i - 1]]
+    assert phases == [Phase.READING, Phase.LOADING, Phase.RUNNING, Phase.WRITING, Phase.STORED]
+    loading = [line for line in lines if line.startswith("[loading weights]")]
+    assert any("importing terratorch" in line for line in loading), loading
+    assert any("building terramind_v1_tiny_generate (seeded random init)" in line
+               for line in loading), loading
+    [first] = [line for line in lines if "estimate" in line]
+    assert "fixed table: nothing measured on this device yet" in first, first
+    assert "loading the model (a guess until a load is measured here)" in first, first
+    # The run refined the estimate: the next run (another seed) is estimated from it.
+    assert main(["generate", "--item", SCENE, "--bbox", f"{w},{s},{e},{n}", "--outputs",
+                 "LULC", "--model", "tiny", "--timesteps", "1", "--seed", "8", "--out",
+                 str(out)]) == 0
+    second = [line for line in capsys.readouterr().err.splitlines() if "estimate" in line]
+    assert second and "measured here over 1 run of these settings" in second[0], second
+    assert "loading the model (measured here)" in second[0], "a new manager loads it again"
     with rasterio.open(run_dir / "LULC.tif") as src, rasterio.open(run_dir / "input.tif") as inp:
         classes = src.read(1)
         nodata = src.nodata

@@ -13,8 +13,8 @@ from app.job_store import JobRecord, JobState
 from app.jobs import JobRuntime
 from app.settings import Settings
 from app.ui import runtime, state, widgets
-from app.ui.run_view import format_seconds
 from app.ui.state import W
+from inference.progress import Unit, format_seconds
 
 #: Seconds between two refreshes of the panel.
 REFRESH_S = 2.0
@@ -28,14 +28,23 @@ def eta_text(job: JobRecord) -> str:
     return f"about {format_seconds(eta)} left" if eta is not None else ""
 
 
+def counts_text(job: JobRecord) -> str:
+    """The counters after a running job's message: a percentage of chip steps, done/total of
+    chips or samples; nothing for bytes (the message names them) or an unknown total."""
+    if job.total <= 1 or job.unit in (Unit.BYTES.value, Unit.NONE.value):
+        return ""
+    if job.unit == Unit.CHIP_STEPS.value:
+        return f" ({100 * min(job.done, job.total) / job.total:.0f}%)"
+    return f" ({job.done}/{job.total} {job.unit})"
+
+
 def status_line(job: JobRecord, position: int) -> str:
     """One line of a job's state for the panel and the pages."""
     if job.state is JobState.QUEUED:
         return f"waiting for the device (position {position})"
     if job.state is JobState.RUNNING:
-        counts = f" ({job.done}/{job.total})" if job.total > 1 else ""
         eta = eta_text(job)
-        return f"{job.message}{counts}" + (f" · {eta}" if eta else "")
+        return f"{job.message}{counts_text(job)}" + (f" · {eta}" if eta else "")
     if job.state is JobState.DONE:
         return "answered from the run store" if job.reused else "done"
     return f"{job.state.value}" + (f": {job.error}" if job.error else "")

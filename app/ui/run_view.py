@@ -13,6 +13,8 @@ from app.tasks import RUN_PAGE_TASKS, TASKS, JobSpec, Task, task_label
 from inference.errors import InvalidRequestError, SceneError, TerraLensError
 from inference.modalities import GENERATABLE, Modality
 from inference.models import parse_model_size
+from inference.progress import format_seconds
+from inference.throughput import ThroughputStore
 
 #: Outputs selected when the page first opens.
 DEFAULT_OUTPUTS: tuple[str, ...] = (Modality.LULC.value, Modality.NDVI.value)
@@ -90,47 +92,82 @@ def check_scene(scene: Any) -> Any:
 
 
 def estimate(scene: Any, task: Task, outputs: tuple[Modality, ...], *, timesteps: int,
-             size: str, device: str, aoi: AOI | None = None) -> tuple[str, float | None]:
+             size: str, device: str, aoi: AOI | None = None,
+             throughput: ThroughputStore | None = None, model: str | None = None,
+             ) -> tuple[str, float | None]:
     """"N chips of 224 px · about T on DEVICE" for the scene window (or why not), and the
     estimated seconds (``None`` when there is nothing to run).
 
     With the AOI the scene was loaded for, only the chips touching valid pixels inside the AOI
     polygon are counted (as the run skips the others) and the skipped ones are mentioned.
+    Seconds come from the ``throughput`` measured on this machine and device (refined after
+    each run), else from the fixed table; ``model`` is the :func:`app.pipeline.model_identity`
+    of the model to load first, ``None`` when it is loaded already.
     """
+    import sys
+
     import numpy as np
 
+    from app.pipeline import prior_seconds, work_key
     from inference.generate import GenerationTask
-    from inference.generate import estimate as estimate_run
+    from inference.throughput import estimate_run
     from inference.tiling import count_chips, restrict_to_aoi
 
     h, w = int(scene.sizes["y"]), int(scene.sizes["x"])
-    gen_task = GenerationTask(outputs=outputs, timesteps=int(timesteps))
     valid = np.isfinite(np.asarray(scene.values)).all(axis=0)
     inside = aoi_mask(scene, aoi) if aoi is not None else np.ones_like(valid)
     try:
         wanted = restrict_to_aoi(valid, inside)  # what generate() will compute
     except InvalidRequestError as err:
         return markdown_text(err), None
-    chips, seconds = estimate_run(h, w, gen_task, device=device.split(":")[0] or "cpu", size=size,
-                              mask=wanted)
-    skipped = count_chips(h, w, gen_task.chip, gen_task.overlap) - chips
+    gen = GenerationTask(outputs=outputs, timesteps=int(timesteps))
+    chips = count_chips(h, w, gen.chip, gen.overlap, mask=wanted)
+    steps = int(timesteps)
+    found = estimate_run(
+        throughput, work_key(task, size=size, outputs=outputs, timesteps=steps, device=device),
+        chips=chips, model=model, outputs=len(outputs),
+        prior_s=prior_seconds(task, size=size, outputs=outputs, timesteps=steps, chips=chips,
+                              device=device),
+        terratorch_imported="terratorch" in sys.modules)
+    skipped = count_chips(h, w, gen.chip, gen.overlap) - chips
     what = {Task.GENERATE: "generation", Task.TIM: "segmentation (estimated as generating its "
             "land cover)"}.get(task, "land cover for the water map")
     note = (f" ({skipped} chip{'s' if skipped != 1 else ''} of the bounding box hold no AOI "
             "pixel with data and are skipped)") if skipped else ""
+    load = ""
+    if found.load_source != "loaded":
+        load = (f", plus about **{format_seconds(found.load_s)}** loading the model first"
+                + (" (measured here)" if found.load_source == "measured" else
+                   " (a rough guess until a load is measured here)"))
     return (f"{w} × {h} px window → **{chips} chip{'s' if chips != 1 else ''}** of "
-            f"{gen_task.chip} px{note} · {what} takes about **{format_seconds(seconds)}** on "
-            f"{markdown_code(device)} (a rough estimate; model loading not included)."), seconds
+            f"{gen.chip} px{note} · {what} takes about **{format_seconds(found.run_s)}** on "
+            f"{markdown_code(device)}{load} ({markdown_text(found.describe())})."), found.total_s
 
 
-def format_seconds(seconds: float) -> str:
-    """``"45 s"``, ``"3 min 20 s"``, ``"1 h 05 min"``."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+def throughput_store(settings: Any) -> ThroughputStore:
+    """The throughput measured beside this app's runs."""
+    return ThroughputStore.beside(settings.runs_dir)
+
+
+def model_to_load(models: Any, task: Task, *, size: str, outputs: tuple[Modality, ...],
+                  checkpoint: str | None, settings: Any, device: str) -> str | None:
+    """The throughput store's name of the model a run needs, or ``None`` when the process's
+    model manager holds it already (no loading time to add)."""
+    from app.pipeline import model_identity, model_key_for
+
+    key = model_key_for(task, size=size, outputs=outputs, checkpoint=checkpoint or None,
+                        settings=settings)
+    return None if key in models.loaded() else model_identity(key, device)
+
+
+def cancelled_at(job: Any) -> str:
+    """``"while generating: chip batch 2/3 (40%)"`` — where a cancelled job stopped."""
+    if not job.message or not job.phase:
+        return "before it started"
+    counts = ""
+    if job.total > 1 and job.unit not in ("", "bytes"):
+        counts = f" ({job.done} of {job.total} {job.unit})"
+    return f"while {markdown_text(job.message)}{counts}"
 
 
 def build_spec(
