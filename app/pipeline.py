@@ -28,9 +28,9 @@ from app.scenes import aoi_mask, load_scene
 from app.settings import Settings
 from app.stored_run import Run
 from app.tasks import Condition, JobSpec, Task
+from inference.devices import DEVICE_LOCK
 from inference.errors import CheckpointError, InvalidRequestError, SceneError
 from inference.modalities import Modality
-from inference.models import DEVICE_LOCK
 
 #: progress(done, total, message) as the pages and the CLI show it.
 ProgressFn = Callable[[int, int, str], None]

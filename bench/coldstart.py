@@ -6,7 +6,7 @@ already imported, so its import — the same for both — is not counted) along 
 * BEFORE — what TerraLens did until now, and what the notebooks do: ``registry.build(...,
   pretrained=False)`` (a full random initialisation), then ``torch.load`` of every file,
   terratorch's checkpoint filter and ``load_state_dict`` (copying into the random tensors);
-* AFTER — :func:`inference.models.load_generation_model`: parameters built on ``meta``, files
+* AFTER — :func:`inference.build.load_generation_model`: parameters built on ``meta``, files
   memory-mapped and assigned, SHA-256 of every file recorded, each phase timed.
 
 ``--first-chip`` also times one 224² chip, 1 step, after the build (memory-mapped weights are
@@ -43,7 +43,7 @@ def make_weights(folder: Path, size: str, outputs: list[str]) -> None:
     """Write a hub-layout weights folder from a seeded, untrained model."""
     import torch
 
-    from inference.models import load_generation_model
+    from inference.build import load_generation_model
 
     folder.mkdir(parents=True, exist_ok=True)
     model = load_generation_model(size, outputs, weights="untrained", device="cpu", timesteps=1)
@@ -89,7 +89,7 @@ _keep: list[Any] = []
 
 
 def _after(size: str, outputs: list[str], weights: str) -> dict[str, float]:
-    from inference.models import load_generation_model
+    from inference.build import load_generation_model
 
     start = time.perf_counter()
     model = load_generation_model(size, outputs, weights=weights, device="cpu", timesteps=1)
