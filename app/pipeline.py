@@ -21,6 +21,7 @@ import xarray as xr
 from app.catalog import scene_href
 from app.exports import segmentation_files
 from app.geolocation import GeolocationOutcome, centre_lonlat
+from app.memory import trim_heap
 from app.model_manager import GENERATION, GEOLOCATION, TIM, ModelKey, ModelManager
 from app.run_request import RunRequest
 from app.runs import RunStore
@@ -139,6 +140,16 @@ def execute(
     Raises:
         TerraLensError: any failure, with a message for the analyst.
     """
+    try:
+        return _execute(spec, settings=settings, store=store, models=models, scene=scene,
+                        progress=progress, cancel=cancel)
+    finally:
+        trim_heap()  # a run frees GBs of chips and activations: give them back to the system
+
+
+def _execute(spec: JobSpec, *, settings: Settings, store: RunStore, models: ModelManager,
+             scene: xr.DataArray | None, progress: ProgressFn | None,
+             cancel: CancelFn | None) -> Outcome:
     report = _Reporter(progress)
     existing = find_existing(spec, settings=settings, store=store)
     if existing is not None:

@@ -26,9 +26,11 @@ _SERVICES: dict[Path, TileService] = {}
 
 def tile_service() -> TileService:
     """The tile service of the configured run store (one per store folder, per process)."""
-    runs_dir = load_settings().runs_dir
+    settings = load_settings()
+    runs_dir = settings.runs_dir
     if runs_dir not in _SERVICES:
-        _SERVICES[runs_dir] = TileService(runs_dir)
+        _SERVICES[runs_dir] = TileService(runs_dir,
+                                          cache_bytes=int(settings.tile_cache_mb * 2**20))
     return _SERVICES[runs_dir]
 
 
