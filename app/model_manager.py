@@ -4,7 +4,7 @@ A :class:`ModelKey` names a model by what it *is* (kind, size, outputs, checkpoi
 device) — not by how a job calls it: diffusion timesteps are a per-call argument, so changing
 them never reloads a model. :meth:`ModelManager.use` hands out a model for the duration of a
 ``with`` block and counts its users; loads and evictions happen under the device lock
-(:data:`inference.models.DEVICE_LOCK`). Idle models (no user) are evicted, least recently used
+(:data:`inference.devices.DEVICE_LOCK`). Idle models (no user) are evicted, least recently used
 first, before another is loaded beyond :attr:`ModelManager.capacity`, and all of them when a
 load runs out of device memory; a model in use is never unloaded.
 """
@@ -19,9 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from inference.devices import DEVICE_LOCK
 from inference.errors import OutOfMemoryError, RunCancelledError
 from inference.modalities import Modality
-from inference.models import DEVICE_LOCK, PhaseFn
+from inference.phases import PhaseFn
 from inference.weights import BytesFn
 
 logger = logging.getLogger("terralens.models")
@@ -76,14 +77,14 @@ def load_model(key: ModelKey, *, progress: PhaseFn | None = None,
         CheckpointError: a TiM checkpoint cannot be read.
     """
     if key.kind == GENERATION:
-        from inference.models import load_generation_model
+        from inference.build import load_generation_model
 
         return load_generation_model(key.size, tuple(Modality(o) for o in key.outputs),
                                      weights=key.weights, device=key.device,
                                      progress=progress, on_bytes=on_bytes)
     if key.kind == GEOLOCATION:
+        from inference.devices import resolve_device
         from inference.geolocate import load_geolocation_model
-        from inference.models import resolve_device
 
         return load_geolocation_model(key.size, weights=key.weights,
                                       device=resolve_device(key.device), progress=progress,

@@ -25,6 +25,7 @@ import xarray as xr
 from app.catalog import scene_href
 from app.exports import segmentation_files
 from app.geolocation import GeolocationOutcome, centre_lonlat
+from app.memory import trim_heap
 from app.model_manager import GENERATION, GEOLOCATION, TIM, ModelKey, ModelManager
 from app.run_request import RunRequest
 from app.runs import RunStore
@@ -32,9 +33,9 @@ from app.scenes import aoi_mask, load_scene
 from app.settings import Settings
 from app.stored_run import Run
 from app.tasks import Condition, JobSpec, Task
+from inference.devices import DEVICE_LOCK
 from inference.errors import CheckpointError, InvalidRequestError, SceneError
 from inference.modalities import Modality
-from inference.models import DEVICE_LOCK
 from inference.progress import Phase, Progress, Unit, format_bytes, format_seconds
 from inference.throughput import (
     Estimate,
@@ -191,6 +192,16 @@ def execute(
     Raises:
         TerraLensError: any failure, with a message for the analyst.
     """
+    try:
+        return _execute(spec, settings=settings, store=store, models=models, scene=scene,
+                        progress=progress, cancel=cancel)
+    finally:
+        trim_heap()  # a run frees GBs of chips and activations: give them back to the system
+
+
+def _execute(spec: JobSpec, *, settings: Settings, store: RunStore, models: ModelManager,
+             scene: xr.DataArray | None, progress: ProgressFn | None,
+             cancel: CancelFn | None) -> Outcome:
     report = _Reporter(progress)
     existing = find_existing(spec, settings=settings, store=store)
     if existing is not None:
@@ -290,7 +301,7 @@ def estimate_for(spec: JobSpec, scene: xr.DataArray, inside: Any, *, key: ModelK
 
 def _announce_estimate(spec: JobSpec, scene: xr.DataArray, inside: Any, key: ModelKey,
                        models: ModelManager, settings: Settings, report: _Reporter) -> None:
-    from inference.models import resolve_device
+    from inference.devices import resolve_device
 
     try:
         found = estimate_for(spec, scene, inside, key=key, models=models, settings=settings,

@@ -30,6 +30,15 @@ Variables:
     TERRALENS_BASEMAP_URL: a site's own XYZ tile server (``https://tiles.example/{z}/{x}/{y}.png``),
         offered first among the basemaps (default: none; imagery, OpenStreetMap, light and dark
         tiles, and the offline Natural Earth outline that is always there).
+    TERRALENS_MAX_MODELS: TerraMind models the server keeps loaded at once, shared by every
+        session (default 1; idle ones beyond it are unloaded, least recently used first).
+    TERRALENS_LAYER_CACHE_MB: memory for the Layers page's cache of opened runs' rasters,
+        rendered map images and statistics, shared by every session (default 1024).
+    TERRALENS_SESSION_LAYERS_MB: memory for the layers one session adds on the Layers page
+        (uploads, COG URLs, catalog scenes; default 512): adding beyond it drops the oldest.
+    TERRALENS_TILE_CACHE_MB: memory for rendered map tiles (default 64).
+    TERRALENS_MALLOC_ARENAS: glibc malloc arenas of the server process (default 2): fewer
+        arenas keep less freed memory; freed memory is also returned after every job.
     PC_SDK_SUBSCRIPTION_KEY / PC_SDK_SUBSCRIPTION_KEY_FILE: the Planetary Computer key (needed
         for Sentinel-1 RTC), given directly or as a file (a Docker secret).
 """
@@ -56,6 +65,12 @@ NOMINATIM_URL = "https://nominatim.openstreetmap.org/"
 DEFAULT_MAX_READ_PIXELS = 64_000_000
 #: Default of ``TERRALENS_MAX_SEARCH_KM2`` (km²): a region of about 100 × 100 km.
 DEFAULT_MAX_SEARCH_KM2 = 10_000.0
+#: Defaults of the memory bounds (see the module docstring).
+DEFAULT_MAX_MODELS = 1
+DEFAULT_LAYER_CACHE_MB = 1024.0
+DEFAULT_SESSION_LAYERS_MB = 512.0
+DEFAULT_TILE_CACHE_MB = 64.0
+DEFAULT_MALLOC_ARENAS = 2
 
 
 def _default_data_dir() -> Path:
@@ -83,6 +98,11 @@ class Settings:
     allow_private_urls: bool = False
     basemap_url: str | None = None
     max_search_km2: float = DEFAULT_MAX_SEARCH_KM2
+    max_models: int = DEFAULT_MAX_MODELS
+    layer_cache_mb: float = DEFAULT_LAYER_CACHE_MB
+    session_layers_mb: float = DEFAULT_SESSION_LAYERS_MB
+    tile_cache_mb: float = DEFAULT_TILE_CACHE_MB
+    malloc_arenas: int = DEFAULT_MALLOC_ARENAS
 
     @property
     def runs_dir(self) -> Path:
@@ -109,8 +129,6 @@ class Settings:
         return is_planetary_computer(self.stac_url)
 
 
-
-
 def _float_env(name: str, default: float) -> float:
     """A finite, positive number from the environment (``inf``, ``nan``, 0 are refused)."""
     raw = os.environ.get(name)
@@ -126,6 +144,17 @@ def _float_env(name: str, default: float) -> float:
             f"({default:g}) or give a number such as {default:g}"
         )
     return value
+
+
+def _count_env(name: str, default: int) -> int:
+    """A whole, positive number from the environment (``1.5``, 0, ``inf`` are refused)."""
+    value = _float_env(name, float(default))
+    if not value.is_integer():
+        raise InvalidRequestError(
+            f"{name} must be a whole number, got {os.environ.get(name)!r}: unset it for the "
+            f"default ({default}) or give a number such as {default}"
+        )
+    return int(value)
 
 
 def _flag_env(name: str) -> bool:
@@ -226,4 +255,9 @@ def load_settings() -> Settings:
         allow_private_urls=_flag_env("TERRALENS_ALLOW_PRIVATE_URLS"),
         basemap_url=_basemap_url(),
         max_search_km2=max_search_km2,
+        max_models=_count_env("TERRALENS_MAX_MODELS", DEFAULT_MAX_MODELS),
+        layer_cache_mb=_float_env("TERRALENS_LAYER_CACHE_MB", DEFAULT_LAYER_CACHE_MB),
+        session_layers_mb=_float_env("TERRALENS_SESSION_LAYERS_MB", DEFAULT_SESSION_LAYERS_MB),
+        tile_cache_mb=_float_env("TERRALENS_TILE_CACHE_MB", DEFAULT_TILE_CACHE_MB),
+        malloc_arenas=_count_env("TERRALENS_MALLOC_ARENAS", DEFAULT_MALLOC_ARENAS),
     )

@@ -6,8 +6,11 @@ already imported, so its import — the same for both — is not counted) along 
 * BEFORE — what TerraLens did until now, and what the notebooks do: ``registry.build(...,
   pretrained=False)`` (a full random initialisation), then ``torch.load`` of every file,
   terratorch's checkpoint filter and ``load_state_dict`` (copying into the random tensors);
-* AFTER — :func:`inference.models.load_generation_model`: parameters built on ``meta``, files
-  memory-mapped and assigned, SHA-256 of every file recorded, each phase timed.
+* AFTER — :func:`inference.build.load_generation_model`: parameters built on ``meta``, files
+  memory-mapped and assigned, SHA-256 of every file recorded, each phase timed; tokenizer
+  files read two at a time while the files are hashed (``load_workers=2``, the default);
+* AFTER-SEQUENTIAL (``--paths ...,after-sequential``) — the same, one file after the other
+  (``TERRALENS_LOAD_WORKERS=1``): what loading in parallel gains.
 
 ``--first-chip`` also times one 224² chip, 1 step, after the build (memory-mapped weights are
 read from the page cache on first use; this shows nothing is merely deferred).
@@ -24,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing as mp
 import sys
@@ -43,7 +47,7 @@ def make_weights(folder: Path, size: str, outputs: list[str]) -> None:
     """Write a hub-layout weights folder from a seeded, untrained model."""
     import torch
 
-    from inference.models import load_generation_model
+    from inference.build import load_generation_model
 
     folder.mkdir(parents=True, exist_ok=True)
     model = load_generation_model(size, outputs, weights="untrained", device="cpu", timesteps=1)
@@ -88,11 +92,15 @@ def _before(size: str, outputs: list[str], weights: str) -> dict[str, float]:
 _keep: list[Any] = []
 
 
-def _after(size: str, outputs: list[str], weights: str) -> dict[str, float]:
-    from inference.models import load_generation_model
+def _after(size: str, outputs: list[str], weights: str, *, workers: int = 2
+           ) -> dict[str, float]:
+    from inference.build import load_generation_model
+    from inference.speed import SpeedOptions
 
+    speed = dataclasses.replace(SpeedOptions.from_env(), load_workers=workers)
     start = time.perf_counter()
-    model = load_generation_model(size, outputs, weights=weights, device="cpu", timesteps=1)
+    model = load_generation_model(size, outputs, weights=weights, device="cpu", timesteps=1,
+                                  speed=speed)
     phases = dict(model.load_phases)
     phases["ready"] = time.perf_counter() - start
     _keep.append(model.module)
@@ -106,8 +114,11 @@ def _child(path: str, args: dict[str, Any], queue: Any) -> None:
     if args["threads"]:
         torch.set_num_threads(args["threads"])
     outputs = args["outputs"].split(",")
-    fn = _before if path == "before" else _after
-    phases = fn(args["size"], outputs, str(args["weights"]))
+    if path == "before":
+        phases = _before(args["size"], outputs, str(args["weights"]))
+    else:
+        phases = _after(args["size"], outputs, str(args["weights"]),
+                        workers=1 if path == "after-sequential" else 2)
     if args["first_chip"]:
         import random
 
@@ -143,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="fresh processes per path")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--first-chip", action="store_true", help="also time one chip")
-    parser.add_argument("--paths", default="before,after")
+    parser.add_argument("--paths", default="before,after",
+                        help="of before, after, after-sequential")
     parser.add_argument("--json", type=Path)
     ns = parser.parse_args(argv)
     args = vars(ns) | {"weights": str(ns.weights), "json": None}
@@ -161,11 +173,13 @@ def main(argv: list[str] | None = None) -> None:
             phases = _run(path, args)
             results.setdefault(path, []).append(phases)
             detail = ", ".join(f"{k} {v:.2f}" for k, v in phases.items() if k != "ready")
-            print(f"{path:<7} ready {phases['ready']:6.1f} s   ({detail})", flush=True)
+            print(f"{path:<16} ready {phases['ready']:6.1f} s   ({detail})", flush=True)
     best = {p: min(r["ready"] for r in rs) for p, rs in results.items()}
+    print("best ready: " + ", ".join(f"{p} {t:.2f} s" for p, t in best.items()))
     if "before" in best and "after" in best:
-        print(f"best ready: before {best['before']:.1f} s, after {best['after']:.1f} s, "
-              f"after/before {best['after'] / best['before']:.2f}")
+        print(f"after/before {best['after'] / best['before']:.2f}")
+    if "after-sequential" in best and "after" in best:
+        print(f"after (parallel) / after-sequential {best['after'] / best['after-sequential']:.2f}")
     if ns.json:
         ns.json.write_text(json.dumps({"args": args, "runs": results}, indent=1))
 

@@ -129,7 +129,7 @@ def _measure(outputs: list[str], args: dict[str, Any], queue: Any) -> None:
 
     import torch
 
-    from inference.models import load_generation_model
+    from inference.build import load_generation_model
 
     if args["threads"]:
         torch.set_num_threads(args["threads"])

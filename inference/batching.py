@@ -67,7 +67,7 @@ class AdaptiveBatches:
         on_oom: Callable[[], None] | None = None,
         is_oom: Callable[[BaseException], bool] | None = None,
     ) -> None:
-        from inference.models import is_out_of_memory
+        from inference.devices import is_out_of_memory
 
         self.fn = fn
         self.limit = limit

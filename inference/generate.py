@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from inference.batching import AdaptiveBatches, batch_size_for_memory, free_device_memory
+from inference.build import load_generation_model
+from inference.devices import oom_as_error
 from inference.errors import InvalidRequestError
 from inference.executors import Executor
 from inference.modalities import (
@@ -49,9 +51,7 @@ from inference.models import (
     UNTRAINED_LABEL,
     GenerationModel,
     GenerationSpec,
-    load_generation_model,
     normalise_outputs,
-    oom_as_error,
     terratorch_version,
 )
 from inference.progress import DiffusionSteps, StepsFn, denoising_steps, diffusion_tokenizers
@@ -297,7 +297,7 @@ def generate(
     """Generate synthetic modalities from a Sentinel-2 L2A window.
 
     Args:
-        model: From :func:`inference.models.load_generation_model`, built for ``task.outputs``.
+        model: From :func:`inference.build.load_generation_model`, built for ``task.outputs``.
         s2: ``[band, y, x]`` S2L2A DN (offset already removed by the scene loader; its
             ``offset_applied`` attr is copied), bands named as ``S2L2A_BANDS``, CRS written.
             NaN marks no data.

@@ -29,20 +29,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from inference.build import build_terramind
+from inference.devices import oom_as_error
 from inference.errors import InvalidRequestError, RunCancelledError
 from inference.generate import batch_seed
 from inference.geolocate_conditions import prepare_condition
 from inference.geolocate_samples import GeolocationResult, parse_samples
 from inference.modalities import Modality
-from inference.models import (
-    LoadedModel,
-    ModelSize,
-    PhaseFn,
-    build_terramind,
-    oom_as_error,
-    parse_model_size,
-    terratorch_version,
-)
+from inference.models import LoadedModel, ModelSize, parse_model_size, terratorch_version
+from inference.phases import PhaseFn
 from inference.tiling import CancelFn, ProgressFn
 from inference.tim import seeded_rng
 from inference.weights import BytesFn
@@ -76,7 +71,7 @@ def load_geolocation_model(
     Args:
         size: tiny, small, base or large.
         weights: ``hub``, a local directory, or ``untrained``.
-        device: ``torch.device`` or a name for :func:`inference.models.resolve_device`.
+        device: ``torch.device`` or a name for :func:`inference.devices.resolve_device`.
         conditions: Input modalities the model accepts (one model serves both by default).
         progress: Called with a message as each build phase starts.
         on_bytes: Called as weight files download (file name, bytes done, total or None).

@@ -11,7 +11,7 @@ tokenizers between models.
   ``load_state_dict(assign=True)`` from a memory-mapped checkpoint, after refusing a file that
   would leave any of the part's tensors uninitialised (:func:`inference.weights.check_coverage`).
 * :func:`uninitialised` — names of tensors still on ``meta``: with a meta build, a tensor no
-  file filled is trivially visible, and :func:`inference.models.build_terramind` refuses the
+  file filled is trivially visible, and :func:`inference.build.build_terramind` refuses the
   model rather than run it half-random.
 * :class:`TokenizerCache` — tokenizers are 97% of a generation model's memory and the same
   files serve every model size and output set: a tokenizer loaded from a file is kept (weakly)
@@ -192,5 +192,5 @@ class TokenizerCache:
             return len(self._items)
 
 
-#: The process-wide tokenizer cache used by :func:`inference.models.build_terramind`.
+#: The process-wide tokenizer cache used by :func:`inference.build.build_terramind`.
 TOKENIZERS = TokenizerCache()

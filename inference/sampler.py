@@ -10,7 +10,7 @@ tokens (``tests/test_sampler.py`` checks it against terratorch's method on the s
 
 The patch is per instance and switchable: :func:`install` binds the function on one model's
 sampler (nothing in terratorch or site-packages changes; other models keep the original);
-:func:`uninstall` removes it. :func:`inference.models.build_terramind` installs it when
+:func:`uninstall` removes it. :func:`inference.build.build_terramind` installs it when
 ``SpeedOptions.fast_sampler`` is on (the default; ``TERRALENS_FAST_SAMPLER=0`` turns it off).
 """
 

@@ -20,6 +20,9 @@ option                    variable (default)          what it does
 ``adaptive_batch``        ``TERRALENS_ADAPTIVE_BATCH=1``  chip batch capped by free GPU memory,
                                                         halved and retried on out-of-memory
                                                         (:mod:`inference.batching`)
+``load_workers``          ``TERRALENS_LOAD_WORKERS=2``  tokenizer files read at once, weight
+                                                        files hashed meanwhile (1: one after
+                                                        the other; :mod:`inference.build`)
 ========================  ==========================  =================================
 """
 
@@ -29,6 +32,8 @@ import logging
 import os
 from dataclasses import dataclass
 from typing import Any
+
+from inference.errors import InvalidRequestError
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +58,8 @@ class SpeedOptions:
         adaptive_batch: Cap the batch by free GPU memory; halve and retry on out-of-memory.
         compile_mode: ``torch.compile`` mode (``"default"``; ``"reduce-overhead"`` adds CUDA
             graphs for the fixed-shape chip batch).
+        load_workers: Threads loading tokenizer files at a model build (1: sequential, the
+            hashing of the files included).
     """
 
     fast_sampler: bool = True
@@ -61,11 +68,17 @@ class SpeedOptions:
     pinned: bool = True
     adaptive_batch: bool = True
     compile_mode: str = "default"
+    load_workers: int = 2
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> SpeedOptions:
         """Options from ``TERRALENS_*`` variables (``1/true/yes/on`` or ``0/false/no/off``;
-        ``TERRALENS_COMPILE_MODE`` for the mode); unset ones keep their defaults."""
+        ``TERRALENS_COMPILE_MODE`` for the mode, ``TERRALENS_LOAD_WORKERS`` a whole number
+        1..16); unset ones keep their defaults.
+
+        Raises:
+            InvalidRequestError: ``TERRALENS_LOAD_WORKERS`` is not a whole number in 1..16.
+        """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for name, var in _ENV.items():
@@ -77,13 +90,20 @@ class SpeedOptions:
         mode = env.get("TERRALENS_COMPILE_MODE", "").strip()
         if mode:
             values["compile_mode"] = mode
+        workers = env.get("TERRALENS_LOAD_WORKERS", "").strip()
+        if workers:
+            if not workers.isdigit() or not 1 <= int(workers) <= 16:
+                raise InvalidRequestError(
+                    f"TERRALENS_LOAD_WORKERS must be a whole number from 1 to 16, got {workers!r}"
+                )
+            values["load_workers"] = int(workers)
         return cls(**values)
 
     @classmethod
     def reference(cls) -> SpeedOptions:
         """Every speed path off: terratorch's own code, full precision, fixed batches."""
         return cls(fast_sampler=False, compile=False, autocast=False, pinned=False,
-                   adaptive_batch=False)
+                   adaptive_batch=False, load_workers=1)
 
 
 def compile_targets(module: Any) -> list[Any]:

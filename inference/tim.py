@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from inference.devices import autocast_dtype, oom_as_error
 from inference.errors import CheckpointError, InvalidRequestError
 from inference.generate import batch_seed
 from inference.modalities import CLASS_NODATA, LULC_CLASSES, Modality
-from inference.models import autocast_dtype, oom_as_error, terratorch_version
+from inference.models import terratorch_version
 from inference.tiling import CancelFn, ProgressFn, restrict_to_aoi, tiled_apply
 from inference.tim_checkpoints import TimModel, check_inputs
 

@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from inference.devices import oom_as_error, resolve_device
 from inference.errors import CheckpointError, WeightsUnavailableError
 from inference.modalities import MODALITY_INFO, Modality
-from inference.models import LoadedModel, oom_as_error, resolve_device, terratorch_version
+from inference.models import LoadedModel, terratorch_version
 
 if TYPE_CHECKING:
     import torch
@@ -418,7 +419,7 @@ def load_tim_checkpoint(
         path_or_repo_id: A Lightning ``.ckpt`` (``terratorch fit``), a folder holding one, or a
             Hugging Face repo id (e.g. ``ibm-esa-geospatial/TerraMind-base-Flood``), fetched
             through the hub cache.
-        device: ``torch.device`` or a name for :func:`inference.models.resolve_device`.
+        device: ``torch.device`` or a name for :func:`inference.devices.resolve_device`.
         weights_dir: Local folder searched for a repo id's files before the hub.
 
     Returns:

@@ -322,7 +322,7 @@ with add_tab:
             source = added_layers.added_source_name(upload.name, data)
             new = added_layers.prepare_added(
                 read_layer(data, max_pixels=settings.max_read_pixels), upload.name)
-            state.ADDED_LAYERS.set({**added, source: new})
+            state.ADDED_LAYERS.set(view.add_layer(added, source, new))
             st.rerun()
     url = st.text_input("…or the URL of a Cloud-Optimized GeoTIFF", key=W.ADD_URL,
                         placeholder="https://example.org/data/dem.tif")
@@ -335,7 +335,8 @@ with add_tab:
                                     max_pixels=settings.max_read_pixels)
             name = url.rstrip("/").rsplit("/", 1)[-1] or "remote.tif"
             source = added_layers.added_source_name(name, url.encode())
-            state.ADDED_LAYERS.set({**added, source: added_layers.prepare_added(raw, name)})
+            state.ADDED_LAYERS.set(
+                view.add_layer(added, source, added_layers.prepare_added(raw, name)))
             st.rerun()
     st.markdown("**…or a scene from the catalog** over this run's area (e.g. a real "
                 "Sentinel-1 acquisition to compare with the generated one)")
@@ -360,7 +361,7 @@ with add_tab:
                     chosen, run, stac_url=settings.stac_url, timeout_s=settings.stac_timeout_s,
                     subscription_key=settings.pc_subscription_key,
                     max_pixels=settings.max_read_pixels)
-                state.ADDED_LAYERS.set({**added, source: layer_da})
+                state.ADDED_LAYERS.set(view.add_layer(added, source, layer_da))
                 st.rerun()
     if added:
         for source in list(added):

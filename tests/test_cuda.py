@@ -37,8 +37,8 @@ def test_bf16_block_on_cuda_within_tolerance(tiny_lulc_model) -> None:
 
 @pytest.mark.model
 def test_generation_on_cuda_matches_cpu_shapes_and_is_finite() -> None:
+    from inference.build import load_generation_model
     from inference.generate import GenerationTask, generate
-    from inference.models import load_generation_model
     from tests.fixtures.models import s2_window
 
     model = load_generation_model("tiny", ["S1GRD", "LULC"], weights="untrained",

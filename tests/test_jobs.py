@@ -353,7 +353,7 @@ def test_a_killed_run_is_swept_marked_interrupted_and_the_queue_resumes(
 def test_identical_submissions_share_one_job_and_cancel_works(
     env: Path, s2_scene_set: SceneSet, tiny_lulc_model: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from inference.models import DEVICE_LOCK
+    from inference.devices import DEVICE_LOCK
 
     caplog.set_level(logging.INFO, logger="terralens.runlog")
     settings = load_settings()

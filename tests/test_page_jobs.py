@@ -113,7 +113,7 @@ def test_two_sessions_with_different_sizes_share_the_device_without_reloads(
 def test_cancel_a_queued_and_a_running_job(
     app_env: Path, tiny_lulc_model: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from inference.models import DEVICE_LOCK
+    from inference.devices import DEVICE_LOCK
 
     built = use_model(monkeypatch, tiny_lulc_model)
     first, second = _session("2_Run.py"), _session("2_Run.py")

@@ -9,6 +9,15 @@ import pytest
 from app.settings import NOMINATIM_URL, PLANETARY_COMPUTER_STAC_URL, load_settings
 from inference.errors import InvalidRequestError
 
+#: The memory bounds and their defaults.
+MEMORY_BOUNDS = {
+    "TERRALENS_MAX_MODELS": ("max_models", 1),
+    "TERRALENS_LAYER_CACHE_MB": ("layer_cache_mb", 1024.0),
+    "TERRALENS_SESSION_LAYERS_MB": ("session_layers_mb", 512.0),
+    "TERRALENS_TILE_CACHE_MB": ("tile_cache_mb", 64.0),
+    "TERRALENS_MALLOC_ARENAS": ("malloc_arenas", 2),
+}
+
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
@@ -18,6 +27,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         "PC_SDK_SUBSCRIPTION_KEY_FILE", "TERRALENS_GEOCODER_URL", "TERRALENS_STAC_TIMEOUT",
         "TERRALENS_MAX_WINDOW_KM2", "TERRALENS_MAX_READ_PIXELS", "TERRALENS_ALLOW_PRIVATE_URLS",
         "TERRALENS_MAX_SEARCH_KM2",
+        *MEMORY_BOUNDS,
     ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
@@ -90,7 +100,7 @@ def test_geocoder_url_is_a_service_root_or_off(
 
 @pytest.mark.parametrize("name", ["TERRALENS_MAX_AOI_KM2", "TERRALENS_STAC_TIMEOUT",
                                   "TERRALENS_MAX_WINDOW_KM2", "TERRALENS_MAX_READ_PIXELS",
-                                  "TERRALENS_MAX_SEARCH_KM2"])
+                                  "TERRALENS_MAX_SEARCH_KM2", *MEMORY_BOUNDS])
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf", "Infinity", "0"])
 def test_limits_must_be_finite_positive_numbers(
     clean_env: pytest.MonkeyPatch, name: str, value: str
@@ -134,6 +144,20 @@ def test_the_search_limit_is_its_own_setting_and_at_least_the_run_limit(
     clean_env.delenv("TERRALENS_MAX_SEARCH_KM2")
     clean_env.setenv("TERRALENS_MAX_AOI_KM2", "20000")
     assert load_settings().max_search_km2 == 20_000.0
+
+
+def test_memory_bounds_have_defaults_and_can_be_set(clean_env: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    for name, (field, default) in MEMORY_BOUNDS.items():
+        assert getattr(settings, field) == default, name
+        clean_env.setenv(name, "3")
+    settings = load_settings()
+    assert all(getattr(settings, field) == 3 for field, _ in MEMORY_BOUNDS.values())
+    for name in ("TERRALENS_MAX_MODELS", "TERRALENS_MALLOC_ARENAS"):
+        clean_env.setenv(name, "1.5")
+        with pytest.raises(InvalidRequestError, match=f"{name} must be a whole number"):
+            load_settings()
+        clean_env.setenv(name, "2")
 
 
 def test_the_subscription_key_never_shows_in_the_settings_repr(

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from inference.build import load_generation_model
 from inference.errors import WeightsUnavailableError
 from inference.modalities import Modality
-from inference.models import load_generation_model
 from tests.fixtures.models import s2_window
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,9 +189,45 @@ def test_tokenizers_are_shared_between_output_sets(hub_like_dir) -> None:
     assert ref() is None  # freed with the last model that used it
 
 
+@pytest.mark.model
+def test_tokenizers_loaded_in_parallel_are_the_files_tensors(
+    tiny_lulc_model, tiny_s1_model, hub_like_dir
+) -> None:
+    """Two tokenizers read on two threads while the files are hashed: every tensor is the
+    file's, every file's SHA-256 is recorded, and progress stays on the calling thread."""
+    import gc
+    import threading
+
+    import torch
+
+    from inference.speed import SpeedOptions
+
+    gc.collect()  # no tokenizer shared from an earlier test: both are read from their files
+    threads: set[int] = set()
+    model = load_generation_model(
+        "tiny", ["S1GRD", "LULC"], weights=str(hub_like_dir), device="cpu", timesteps=1,
+        progress=lambda phase: threads.add(threading.get_ident()),
+        speed=SpeedOptions(load_workers=2),
+    )
+    try:
+        assert threads == {threading.get_ident()}
+        for key, source in (("tok_lulc@224", tiny_lulc_model), ("tok_sen1grd@224", tiny_s1_model)):
+            got = model.module.tokenizer[key].state_dict()
+            want = source.module.tokenizer[key].state_dict()
+            assert got.keys() == want.keys()
+            assert all(torch.equal(got[k], want[k]) for k in want), key
+        digests = {r.filename: r.sha256 for r in model.weight_files}
+        for name in ("TerraMind_v1_tiny.pt", LULC_FILE, S1_FILE):
+            assert digests[name] == hashlib.sha256((hub_like_dir / name).read_bytes()).hexdigest()
+        assert {"loading tokenizer tok_lulc@224", "loading tokenizer tok_sen1grd@224"} <= set(
+            model.load_phases)
+    finally:
+        model.unload()
+
+
 _LEAK_SCRIPT = """
 import gc, sys, weakref
-from inference.models import load_generation_model
+from inference.build import load_generation_model
 model = load_generation_model("tiny", ["LULC"], weights=sys.argv[1], device="cpu", timesteps=1)
 module = weakref.ref(model.module)
 tokenizer = weakref.ref(model.module.tokenizer["tok_lulc@224"])
@@ -216,7 +252,7 @@ def test_first_model_of_a_process_is_freed_after_unload(hub_like_dir, source) ->
 _SEED_SCRIPT = """
 import hashlib, random, torch
 from inference.generate import GenerationTask, generate
-from inference.models import load_generation_model
+from inference.build import load_generation_model
 from tests.fixtures.models import s2_window
 random.seed(); torch.seed()  # whatever the process's RNG state, the init is the same
 model = load_generation_model("tiny", ["LULC"], weights="untrained", device="cpu", timesteps=1)

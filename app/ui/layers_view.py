@@ -1,11 +1,13 @@
 """What the Layers page needs besides widgets: cached layers, the layer panel's preferences
 (visibility, opacity, order, stretch, ramp), the map's changing layers (tile URLs of
-:mod:`app.tiles`), inspector and statistics tables, added layers.
+:mod:`app.tiles`), inspector and statistics tables, added layers (bounded per session by
+``TERRALENS_SESSION_LAYERS_MB``).
 
 Run layers reach the map as tiles served on the app's own port; layers the analyst added (not in
 the run store) too, from the copy the app holds of them (:mod:`app.held_tiles`). Loaded rasters,
-statistics and the snapshot PNGs are cached per process (``st.cache_resource``) by the run's
-folder and creation time, so reruns (a toggle, a click) re-read and re-render nothing.
+statistics and the snapshot PNGs are cached per process in one :class:`app.memory.BytesLRU`
+bounded by ``TERRALENS_LAYER_CACHE_MB``, by the run's folder and creation time, so reruns (a
+toggle, a click) re-read and re-render nothing while the least recently used runs make room.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import streamlit as st
 import xarray as xr
 
 from app.colors import CVD_SAFE_RAMPS, Style, StyleKind
+from app.escaping import markdown_code
 from app.layers import DisplayLayer, RenderedLayer, display_layers_for, layer_statistics, render_png
 from app.map_rasters import TileOverlay
+from app.memory import BytesLRU, keep_newest
+from app.settings import load_settings
 from app.tiles import NATIVE_ZOOM_EXTRA, layer_extent, tile_url_template
 from app.ui import state
 
@@ -37,6 +42,8 @@ RAMP_CHOICES = (LAYER_RAMP, *CVD_SAFE_RAMPS, "gray")
 MAP_MAX_SIZE = 1536
 #: The empty entry of a select box.
 NO_CHOICE = "—"
+#: Most entries (runs, PNGs, statistics) in the layer cache, whatever their size.
+LAYER_CACHE_ENTRIES = 512
 #: Prefix of the source names of layers the analyst added.
 ADDED_PREFIX = "added_"
 
@@ -47,36 +54,53 @@ def run_cache_key(run: Any) -> str:
     return f"{run.path}|{run.created.isoformat()}|{run.item.properties.get('updated', '')}"
 
 
-@st.cache_resource(max_entries=4, show_spinner="Reading the run's layers …")
-def _run_layers(cache_key: str, _run: Any) -> dict[str, xr.DataArray]:
-    return _run.load_layers()
+@st.cache_resource(show_spinner=False)
+def _layer_cache(max_bytes: int) -> BytesLRU[Any]:
+    return BytesLRU(max_bytes, max_entries=LAYER_CACHE_ENTRIES)
+
+
+def layer_cache() -> BytesLRU[Any]:
+    """The process's cache of run rasters, map PNGs and statistics, bounded by
+    ``TERRALENS_LAYER_CACHE_MB`` (shared by every session)."""
+    return _layer_cache(int(load_settings().layer_cache_mb * 2**20))
 
 
 def run_layers(run: Any) -> dict[str, xr.DataArray]:
-    """Every raster of a run (the input under ``"input"``), read once per process."""
-    return _run_layers(run_cache_key(run), run)
-
-
-@st.cache_resource(max_entries=256, show_spinner=False)
-def _rendered(cache_key: str, layer_name: str, _da: xr.DataArray,
-              _layer: DisplayLayer) -> RenderedLayer:
-    return render_png(_da, _layer, max_size=MAP_MAX_SIZE)
+    """Every raster of a run (the input under ``"input"``), read once while it stays cached."""
+    cache = layer_cache()
+    key = ("layers", run_cache_key(run))
+    cached = cache.get(key)
+    if cached is not None:
+        return cast(dict[str, xr.DataArray], cached)
+    with st.spinner("Reading the run's layers …"):
+        return cast(dict[str, xr.DataArray], cache.put(key, run.load_layers()))
 
 
 def rendered(cache_key: str, layer: DisplayLayer, da: xr.DataArray) -> RenderedLayer:
     """The map PNG of ``layer`` (rendered once per ``cache_key`` and layer name)."""
-    return _rendered(cache_key, layer.name, da, layer)
-
-
-@st.cache_resource(max_entries=64, show_spinner=False)
-def _statistics(cache_key: str, layer_name: str, _da: xr.DataArray,
-                _layer: DisplayLayer) -> dict[str, Any]:
-    return layer_statistics(_da, _layer)
+    return cast(RenderedLayer, layer_cache().get_or_create(
+        ("png", cache_key, layer.name), lambda: render_png(da, layer, max_size=MAP_MAX_SIZE)))
 
 
 def statistics(cache_key: str, layer: DisplayLayer, da: xr.DataArray) -> dict[str, Any]:
     """:func:`app.layers.layer_statistics` of ``layer``, computed once per ``cache_key``."""
-    return _statistics(cache_key, layer.name, da, layer)
+    return cast(dict[str, Any], layer_cache().get_or_create(
+        ("stats", cache_key, layer.name), lambda: layer_statistics(da, layer)))
+
+
+def add_layer(added: dict[str, xr.DataArray], source: str, da: xr.DataArray
+              ) -> dict[str, xr.DataArray]:
+    """``added`` with ``da`` added under ``source``, the oldest added layers dropped (with a
+    toast, which outlives the rerun that follows) beyond ``TERRALENS_SESSION_LAYERS_MB``."""
+    budget = int(load_settings().session_layers_mb * 2**20)
+    kept, dropped = keep_newest({**{k: v for k, v in added.items() if k != source},
+                                 source: da}, budget)
+    if dropped:
+        names = ", ".join(markdown_code(str(added[n].attrs.get("source_file", n)))
+                          for n in dropped)
+        st.toast(f"Removed the oldest added layers ({names}) to stay within this session's "
+                 "memory for added layers (TERRALENS_SESSION_LAYERS_MB).", icon=":material/memory:")
+    return kept
 
 
 # -- Layer panel preferences -----------------------------------------------------------------------

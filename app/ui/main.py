@@ -28,9 +28,11 @@ _SERVICES: dict[Path, TileService] = {}
 def tile_service() -> TileService:
     """The tile service of the configured run store (one per store folder, per process), which
     also serves the rasters the pages hold (:func:`app.held_tiles.held_rasters`)."""
-    runs_dir = load_settings().runs_dir
+    settings = load_settings()
+    runs_dir = settings.runs_dir
     if runs_dir not in _SERVICES:
-        _SERVICES[runs_dir] = TileService(runs_dir, held=held_rasters())
+        _SERVICES[runs_dir] = TileService(runs_dir, held=held_rasters(),
+                                          cache_bytes=int(settings.tile_cache_mb * 2**20))
     return _SERVICES[runs_dir]
 
 

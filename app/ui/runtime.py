@@ -11,18 +11,24 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from app.jobs import JobRuntime
+from app.memory import limit_arenas, trim_heap
 from app.model_manager import ModelManager
-from app.settings import Settings
+from app.settings import Settings, load_settings
 
 
 def _release_models(models: ModelManager) -> None:
     models.clear()
+    trim_heap()
 
 
 @st.cache_resource(show_spinner=False, on_release=_release_models)
 def model_manager() -> ModelManager:
-    """The process's model manager (one for every session and run store)."""
-    return ModelManager()
+    """The process's model manager (one for every session and run store), holding at most
+    ``TERRALENS_MAX_MODELS`` models; also caps the process's malloc arenas
+    (``TERRALENS_MALLOC_ARENAS``) once, before the first model is built."""
+    settings = load_settings()
+    limit_arenas(settings.malloc_arenas)
+    return ModelManager(capacity=settings.max_models)
 
 
 def _shutdown(runtime: JobRuntime) -> None:

@@ -161,7 +161,7 @@ def weights_label(settings: Settings) -> str:
 @st.cache_resource(show_spinner=False)
 def device_name(requested: str) -> str:
     """The device a model would run on (imports torch once per process)."""
-    from inference.models import resolve_device
+    from inference.devices import resolve_device
 
     try:
         return str(resolve_device(requested))
