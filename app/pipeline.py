@@ -188,7 +188,7 @@ def _run_inference(spec: JobSpec, scene: xr.DataArray, settings: Settings,
     with models.use(key, on_load=_on_load(report), cancel=cancel) as model:
         if spec.task is Task.GENERATE:
             task = GenerationTask(outputs=spec.outputs, timesteps=spec.timesteps,
-                                  seed=spec.seed)
+                                  seed=spec.seed, ensemble=spec.seeds)
             with DEVICE_LOCK:
                 return generate(model, scene, task, progress=report.chips("generating"),
                                 cancel=cancel, aoi_mask=inside)
@@ -239,7 +239,8 @@ def _geolocate(spec: JobSpec, settings: Settings, store: RunStore, models: Model
 
 #: Layer attrs copied into the run's provenance (the first layer that has them wins).
 _PROVENANCE_ATTRS = ("model", "weights", "weights_files", "untrained", "timesteps", "seed",
-                     "terratorch_version", "checkpoint", "device", "dtype", "clipped_to_aoi")
+                     "terratorch_version", "checkpoint", "device", "dtype", "clipped_to_aoi",
+                     "ensemble_size", "ensemble_rng")
 
 
 def _provenance(

@@ -60,6 +60,13 @@ if Knob.TIMESTEPS in knobs:
                                          "slower. Changing them does not reload the model."))
 seed = int(c3.number_input("Seed", 0, 2**31 - 1, 0, key=W.SEED,
                            help="The same seed reproduces the same outputs."))
+seeds = 1
+if Knob.SEEDS in knobs:
+    seeds = int(c3.number_input(
+        "Ensemble seeds", view.MIN_SEEDS, view.MAX_SEEDS, 1, key=W.SEEDS,
+        help="1 = off. N runs every chip N times with other random noise, in the same job, "
+             "and adds [U] uncertainty layers (standard deviation; land-cover agreement and "
+             "entropy). Costs N times the chips."))
 outputs: list[str] = []
 checkpoint = ""
 if Knob.OUTPUTS in knobs:
@@ -81,7 +88,7 @@ else:
         text, estimate_s = view.estimate(
             scene, task, tuple(Modality(o) for o in outputs) if outputs
             else (Modality.LULC,), timesteps=timesteps, size=size, device=device,
-            aoi=state.get_scene_aoi())
+            aoi=state.get_scene_aoi(), seeds=seeds)
         st.info(text, icon=":material/timer:")
 
 # -- Submit --------------------------------------------------------------------------------------
@@ -90,6 +97,7 @@ if st.button("Run", type="primary", key=W.RUN, icon=":material/play_arrow:"):
         spec = view.build_spec(
             items=state.SCENE_ITEMS.get(), aoi=state.get_scene_aoi(), task=task,
             outputs=outputs, size=size, timesteps=timesteps, seed=seed, checkpoint=checkpoint,
+            seeds=seeds,
         )
         job = runtime.job_runtime(settings).submit(
             spec, session=runtime.session_id(), scene=scene, estimate_s=estimate_s)

@@ -217,3 +217,80 @@ def test_uncertainty_cogs_read_back_with_rasterio(tmp_path) -> None:
             tags = ds.tags()
             assert tags["kind"] == "uncertainty" and tags["ensemble_size"] == "2"
             np.testing.assert_array_equal(ds.read(), out[name].values)
+
+
+# -- The request, the layers and their legends --------------------------------------------------
+
+def test_seed_count_is_part_of_the_run_key_and_validated() -> None:
+    from app.aoi import AOI
+    from app.tasks import JobSpec, Task
+
+    base = {"task": Task.GENERATE, "scene_items": ({"id": "S2_X"},),
+            "aoi": AOI.from_bbox(15.0, 45.0, 15.01, 45.01), "outputs": ("LULC",)}
+    plain, one, four = (JobSpec(**base), JobSpec(**base, seeds=1), JobSpec(**base, seeds=4))
+    # One seed is the plain run (same key as runs stored before ensembles existed).
+    assert plain.key("untrained") == one.key("untrained") != four.key("untrained")
+    assert "seeds" not in plain.params() and four.params()["seeds"] == 4
+    assert four.key("untrained") == JobSpec(**base, seeds=4.0).key("untrained")
+    assert JobSpec.from_dict(four.to_dict()) == four and "4 seeds" in four.describe()
+    for bad in (0, 17, 2.5, "3"):
+        with pytest.raises(InvalidRequestError, match="seeds must be an integer in 1..16"):
+            JobSpec(**base, seeds=bad)
+    # Tasks without the knob keep the default and no key part.
+    water = JobSpec(task=Task.WATER, scene_items=base["scene_items"], aoi=base["aoi"], seeds=5)
+    assert water.seeds == 1 and "seeds" not in water.params()
+
+
+def _ensemble_layers() -> dict[str, Any]:
+    s2 = s2_window(80, 70, seed=6)
+    outputs = (Modality.S1GRD, Modality.LULC, Modality.NDVI, Modality.DEM)
+    return generate(_stand_in(outputs)[0], s2,
+                    GenerationTask(outputs=outputs, chip=64, overlap=16, ensemble=3))
+
+
+def test_u_layers_have_names_units_and_legends() -> None:
+    from app.layer_names import analyst_name, layer_tooltip
+    from app.layers import display_layers_for
+    from app.legends import legend
+
+    layers = {layer.name: layer for layer in display_layers_for(_ensemble_layers())}
+    u_names = [n for n in layers if n.startswith("[U] ")]
+    assert u_names == ["[U] S1GRD-VV std", "[U] S1GRD-VH std", "[U] LULC agreement",
+                       "[U] LULC entropy", "[U] NDVI std", "[U] DEM std"]
+    assert {"[G] S1GRD-VV", "[G] LULC", "[G] NDVI", "[G] DEM"} <= set(layers)
+    units = {n: layers[n].units for n in u_names}
+    assert units == {"[U] S1GRD-VV std": "dB", "[U] S1GRD-VH std": "dB",
+                     "[U] LULC agreement": "share of members", "[U] LULC entropy": "bit",
+                     "[U] NDVI std": "", "[U] DEM std": "m"}
+    assert legend(layers["[U] DEM std"]).title == "DEM std (m)"
+    assert legend(layers["[U] S1GRD-VV std"]).title == "S1GRD-VV std (dB)"
+    assert legend(layers["[U] LULC agreement"]).title == "LULC agreement (share of members)"
+    agreement = layers["[U] LULC agreement"].style
+    assert (agreement.vmin, agreement.vmax) == (0.0, 1.0)
+    assert analyst_name(layers["[U] LULC entropy"]) == "Land cover vote entropy (ensemble spread)"
+    assert analyst_name(layers["[U] S1GRD-VV std"]) == (
+        "Radar backscatter VV standard deviation (ensemble spread)")
+    assert "seed ensemble" in layer_tooltip(layers["[U] LULC agreement"])
+
+
+def test_u_layers_are_stored_as_cogs_with_the_ensemble_in_the_item(tmp_path) -> None:
+    from app.runs import RunRequest, RunStore
+
+    layers = _ensemble_layers()
+    from app.aoi import AOI
+
+    request = RunRequest(scene_id="S2_X", aoi=AOI.from_bbox(15.0, 45.0, 15.01, 45.01),
+                         task="generation",
+                         params={"seed": 0, "seeds": 3}, model="terramind_v1_tiny_generate",
+                         weights="untrained")
+    run = RunStore(tmp_path).save(request, layers, provenance={"seeds": 3, "ensemble_size": 3})
+    assert {"S1GRD_STD", "LULC_AGREEMENT", "LULC_ENTROPY", "NDVI_STD", "DEM_STD"} <= set(
+        run.layer_names)
+    assert run.item.assets["DEM_STD"].extra_fields["terralens:kind"] == "uncertainty"
+    assert run.item.assets["DEM_STD"].extra_fields["bands"][0]["unit"] == "m"
+    with rasterio.open(run.layer_path("LULC_ENTROPY")) as ds:
+        assert ds.tags()["statistic"] == "entropy" and ds.tags()["units"] == "bit"
+        assert ds.crs == layers["LULC"].rio.crs
+    back = run.load_layer("S1GRD_STD")
+    assert back.attrs["kind"] == "uncertainty" and back.attrs["uncertainty_of"] == "S1GRD"
+    np.testing.assert_array_equal(back.values, layers["S1GRD_STD"].values)

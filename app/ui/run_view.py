@@ -10,6 +10,8 @@ from app.aoi import AOI
 from app.escaping import markdown_code, markdown_text
 from app.scenes import aoi_mask
 from app.tasks import RUN_PAGE_TASKS, TASKS, JobSpec, Task, task_label
+from inference.ensembles import MAX_MEMBERS as MAX_SEEDS
+from inference.ensembles import MIN_MEMBERS as MIN_SEEDS
 from inference.errors import InvalidRequestError, SceneError
 from inference.modalities import GENERATABLE, Modality
 from inference.models import parse_model_size
@@ -55,12 +57,14 @@ def check_scene(scene: Any) -> Any:
 
 
 def estimate(scene: Any, task: Task, outputs: tuple[Modality, ...], *, timesteps: int,
-             size: str, device: str, aoi: AOI | None = None) -> tuple[str, float | None]:
+             size: str, device: str, aoi: AOI | None = None,
+             seeds: int = 1) -> tuple[str, float | None]:
     """"N chips of 224 px · about T on DEVICE" for the scene window (or why not), and the
     estimated seconds (``None`` when there is nothing to run).
 
     With the AOI the scene was loaded for, only the chips touching valid pixels inside the AOI
-    polygon are counted (as the run skips the others) and the skipped ones are mentioned.
+    polygon are counted (as the run skips the others) and the skipped ones are mentioned. A
+    seed ensemble (``seeds`` > 1, generation only) costs ``seeds`` × the chips, said as such.
     """
     import numpy as np
 
@@ -69,22 +73,26 @@ def estimate(scene: Any, task: Task, outputs: tuple[Modality, ...], *, timesteps
     from inference.tiling import count_chips, restrict_to_aoi
 
     h, w = int(scene.sizes["y"]), int(scene.sizes["x"])
-    gen_task = GenerationTask(outputs=outputs, timesteps=int(timesteps))
+    seeds = int(seeds) if task is Task.GENERATE else 1
+    gen_task = GenerationTask(outputs=outputs, timesteps=int(timesteps), ensemble=seeds)
     valid = np.isfinite(np.asarray(scene.values)).all(axis=0)
     inside = aoi_mask(scene, aoi) if aoi is not None else np.ones_like(valid)
     try:
         wanted = restrict_to_aoi(valid, inside)  # what generate() will compute
     except InvalidRequestError as err:
         return markdown_text(err), None
-    chips, seconds = estimate_run(h, w, gen_task, device=device.split(":")[0] or "cpu", size=size,
-                              mask=wanted)
+    entries, seconds = estimate_run(h, w, gen_task, device=device.split(":")[0] or "cpu",
+                                    size=size, mask=wanted)
+    chips = entries // seeds
     skipped = count_chips(h, w, gen_task.chip, gen_task.overlap) - chips
     what = {Task.GENERATE: "generation", Task.TIM: "segmentation (estimated as generating its "
             "land cover)"}.get(task, "land cover for the water map")
     note = (f" ({skipped} chip{'s' if skipped != 1 else ''} of the bounding box hold no AOI "
             "pixel with data and are skipped)") if skipped else ""
+    cost = (f" × **{seeds} ensemble seeds** = **{entries} chip runs** in one batched job"
+            if seeds > 1 else "")
     return (f"{w} × {h} px window → **{chips} chip{'s' if chips != 1 else ''}** of "
-            f"{gen_task.chip} px{note} · {what} takes about **{format_seconds(seconds)}** on "
+            f"{gen_task.chip} px{note}{cost} · {what} takes about **{format_seconds(seconds)}** on "
             f"{markdown_code(device)} (a rough estimate; model loading not included)."), seconds
 
 
@@ -101,6 +109,7 @@ def format_seconds(seconds: float) -> str:
 def build_spec(
     *, items: Sequence[dict[str, Any]], aoi: AOI | None, task: Task | str,
     outputs: Sequence[str], size: str, timesteps: int, seed: int, checkpoint: str | None,
+    seeds: int = 1,
 ) -> JobSpec:
     """The job for the loaded scene and the chosen parameters (knobs that do not apply to the
     task are ignored).
@@ -122,7 +131,7 @@ def build_spec(
         outputs=tuple(Modality(o) for o in outputs) if task is Task.GENERATE
         else (Modality.LULC,),
         size=parse_model_size(size), timesteps=int(timesteps), seed=int(seed),
-        checkpoint=checkpoint or None,
+        seeds=int(seeds) if task is Task.GENERATE else 1, checkpoint=checkpoint or None,
     )
 
 

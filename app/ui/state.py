@@ -189,6 +189,7 @@ class W:
     OUTPUTS = "w_outputs"
     TIMESTEPS = "w_timesteps"
     SEED = "w_seed"
+    SEEDS = "w_ensemble_seeds"
     CHECKPOINT = "w_checkpoint"
     RUN = "w_run"
     CANCEL = "w_cancel"
