@@ -180,8 +180,8 @@ class ChipGenerator:
 
     Output channels follow ``model.spec.outputs`` with :data:`OUTPUT_BANDS` each; LULC comes
     as softmax probabilities. With an ensemble of N, each chip runs as N consecutive entries
-    of the call and returns ``N × C`` channels, member by member. Picklable: a copy sent to another process re-loads its model
-    from the spec (once per process).
+    of the call and returns ``N × C`` channels, member by member. Picklable: a copy sent to
+    another process re-loads its model from the spec (once per process).
     """
 
     def __init__(self, model: GenerationModel, task: GenerationTask) -> None:

@@ -85,7 +85,7 @@ def test_mean_and_std_match_numpy_and_are_zero_for_identical_members() -> None:
 
 
 def test_votes_outside_the_classes_are_refused() -> None:
-    with pytest.raises(ValueError, match="0..9"):
+    with pytest.raises(ValueError, match=r"0\.\.9"):
         vote_counts(np.array([[10]]), 10)
 
 
@@ -234,7 +234,7 @@ def test_seed_count_is_part_of_the_run_key_and_validated() -> None:
     assert four.key("untrained") == JobSpec(**base, seeds=4.0).key("untrained")
     assert JobSpec.from_dict(four.to_dict()) == four and "4 seeds" in four.describe()
     for bad in (0, 17, 2.5, "3"):
-        with pytest.raises(InvalidRequestError, match="seeds must be an integer in 1..16"):
+        with pytest.raises(InvalidRequestError, match=r"seeds must be an integer in 1\.\.16"):
             JobSpec(**base, seeds=bad)
     # Tasks without the knob keep the default and no key part.
     water = JobSpec(task=Task.WATER, scene_items=base["scene_items"], aoi=base["aoi"], seeds=5)

@@ -10,12 +10,13 @@ from app.aoi import AOI
 from app.escaping import markdown_code, markdown_text
 from app.scenes import aoi_mask
 from app.tasks import RUN_PAGE_TASKS, TASKS, JobSpec, Task, task_label
-from inference.ensembles import MAX_MEMBERS as MAX_SEEDS
-from inference.ensembles import MIN_MEMBERS as MIN_SEEDS
+from inference.ensembles import MAX_MEMBERS, MIN_MEMBERS
 from inference.errors import InvalidRequestError, SceneError
 from inference.modalities import GENERATABLE, Modality
 from inference.models import parse_model_size
 
+#: Range of the "Ensemble seeds" control (1 = no ensemble).
+MIN_SEEDS, MAX_SEEDS = MIN_MEMBERS, MAX_MEMBERS
 #: Outputs selected when the page first opens.
 DEFAULT_OUTPUTS: tuple[str, ...] = (Modality.LULC.value, Modality.NDVI.value)
 
