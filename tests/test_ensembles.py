@@ -27,8 +27,8 @@ from inference.ensembles import (
 from inference.errors import InvalidRequestError
 from inference.generate import LULC_PROB, GenerationTask, estimate, generate
 from inference.modalities import CLASS_NODATA, LULC_CLASSES, MODALITY_INFO, Modality
-from inference.models import GenerationModel, GenerationSpec, ModelSize
 from inference.tiling import count_chips
+from tests.fixtures.ensembles import deterministic_model
 from tests.fixtures.models import s2_window
 
 # -- The statistics ---------------------------------------------------------------------------
@@ -91,43 +91,6 @@ def test_votes_outside_the_classes_are_refused() -> None:
 
 # -- Generation with an ensemble ---------------------------------------------------------------
 
-class _Deterministic:
-    """A generation module whose outputs are a fixed function of the input (no randomness).
-
-    Records the batch size of every call, so tests see how many entries the model ran.
-    """
-
-    def __init__(self, outputs: tuple[Modality, ...]) -> None:
-        self.outputs = outputs
-        self.calls: list[int] = []
-
-    def __call__(self, inputs: dict[str, Any], timesteps: int = 1) -> dict[str, Any]:
-        import torch
-
-        x = inputs["S2L2A"]
-        self.calls.append(int(x.shape[0]))
-        out: dict[str, Any] = {}
-        for mod in self.outputs:
-            if mod is Modality.LULC:
-                scores = torch.stack([x[:, i % 12] * (i + 1) / 1000.0 for i in range(10)], 1)
-                out[mod.value] = scores
-            else:
-                bands = 2 if mod in (Modality.S1GRD, Modality.S1RTC) else 1
-                out[mod.value] = -0.01 * x[:, :bands]
-        return out
-
-
-def _stand_in(outputs: tuple[Modality, ...]) -> tuple[GenerationModel, _Deterministic]:
-    import torch
-
-    module = _Deterministic(outputs)
-    spec = GenerationSpec(ModelSize.TINY, outputs, "untrained", "cpu", 1)
-    model = GenerationModel(module=module, registry_name=spec.registry_name,
-                            device=torch.device("cpu"), weights_label="untrained",
-                            untrained=True, spec=spec)
-    return model, module
-
-
 S1_LULC = (Modality.S1GRD, Modality.LULC)
 TASK = {"outputs": S1_LULC, "timesteps": 1, "chip": 64, "overlap": 16, "batch_size": 8}
 
@@ -135,7 +98,7 @@ TASK = {"outputs": S1_LULC, "timesteps": 1, "chip": 64, "overlap": 16, "batch_si
 def test_ensemble_costs_one_batched_job_of_n_times_the_chips() -> None:
     s2 = s2_window(150, 120, seed=3)
     chips = count_chips(150, 120, 64, 16)
-    model, module = _stand_in(S1_LULC)
+    model, module = deterministic_model(S1_LULC)
     seen: list[tuple[int, int]] = []
     out = generate(model, s2, GenerationTask(**TASK, ensemble=4),
                    progress=lambda d, t: seen.append((d, t)))
@@ -152,8 +115,8 @@ def test_ensemble_costs_one_batched_job_of_n_times_the_chips() -> None:
 def test_deterministic_model_has_zero_spread_and_the_plain_runs_values() -> None:
     s2 = s2_window(100, 90, seed=5)
     s2[:, :6, :] = np.nan
-    plain = generate(_stand_in(S1_LULC)[0], s2, GenerationTask(**TASK))
-    ens = generate(_stand_in(S1_LULC)[0], s2, GenerationTask(**TASK, ensemble=3))
+    plain = generate(deterministic_model(S1_LULC)[0], s2, GenerationTask(**TASK))
+    ens = generate(deterministic_model(S1_LULC)[0], s2, GenerationTask(**TASK, ensemble=3))
     np.testing.assert_allclose(ens["S1GRD"].values, plain["S1GRD"].values, rtol=1e-6)
     np.testing.assert_array_equal(ens["LULC"].values, plain["LULC"].values)
     std, agree, entropy = ens["S1GRD_STD"], ens["LULC_AGREEMENT"], ens["LULC_ENTROPY"]
@@ -208,7 +171,7 @@ def test_uncertainty_cogs_read_back_with_rasterio(tmp_path) -> None:
     from app.rasters import write_cog
 
     s2 = s2_window(80, 70, seed=6)
-    out = generate(_stand_in(S1_LULC)[0], s2, GenerationTask(**TASK, ensemble=2))
+    out = generate(deterministic_model(S1_LULC)[0], s2, GenerationTask(**TASK, ensemble=2))
     for name in ("S1GRD_STD", "LULC_AGREEMENT", "LULC_ENTROPY"):
         path = write_cog(out[name], tmp_path / f"{name}.tif")
         with rasterio.open(path) as ds:
@@ -244,7 +207,7 @@ def test_seed_count_is_part_of_the_run_key_and_validated() -> None:
 def _ensemble_layers() -> dict[str, Any]:
     s2 = s2_window(80, 70, seed=6)
     outputs = (Modality.S1GRD, Modality.LULC, Modality.NDVI, Modality.DEM)
-    return generate(_stand_in(outputs)[0], s2,
+    return generate(deterministic_model(outputs)[0], s2,
                     GenerationTask(outputs=outputs, chip=64, overlap=16, ensemble=3))
 
 
