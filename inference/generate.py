@@ -16,7 +16,8 @@ entries. Each member is blended over the chips on its own, then summarised per p
 (:mod:`inference.ensembles`): continuous outputs become their ensemble mean plus a
 ``<OUTPUT>_STD`` layer in the output's units; LULC becomes the mode of the members' votes,
 ``LULC_PROB`` the mean probabilities, plus ``LULC_AGREEMENT`` (share of members voting the
-mode) and ``LULC_ENTROPY`` (bits). The ``[U]`` layers carry ``kind="uncertainty"``.
+mode) and ``LULC_ENTROPY`` (bits). The ``[U]`` layers carry ``kind="uncertainty"``. Memory:
+the blending sums hold N × the output bands of the window (float64) until the summary.
 
 Input pixels that are NaN in any band are filled with the band median for the model and
 masked again (NaN, or class 0) in every output; chips without any valid pixel are not run.
