@@ -237,7 +237,8 @@ def test_u_layers_have_names_units_and_legends() -> None:
 
 
 def test_u_layers_are_stored_as_cogs_with_the_ensemble_in_the_item(tmp_path) -> None:
-    from app.runs import RunRequest, RunStore
+    from app.run_request import RunRequest
+    from app.runs import RunStore
 
     layers = _ensemble_layers()
     from app.aoi import AOI

@@ -400,7 +400,8 @@ def test_a_run_with_damaged_files_is_a_clear_error(app_run: Any, app_env: Path) 
 
 def test_an_ensemble_runs_u_layers_are_listed_with_legends_in_units(app_env: Path) -> None:
     from app.aoi import AOI
-    from app.runs import RunRequest, RunStore
+    from app.run_request import RunRequest
+    from app.runs import RunStore
     from inference.generate import GenerationTask, generate
     from inference.modalities import Modality
     from tests.fixtures.ensembles import deterministic_model
