@@ -63,6 +63,7 @@ def _run_task(args: argparse.Namespace, task: Task, outputs: tuple[Modality, ...
     item = fetch_item(args.item, stac_url=settings.stac_url, timeout_s=settings.stac_timeout_s)
     spec = JobSpec(task=task, scene_items=(item,), aoi=aoi, outputs=outputs, size=args.model,
                    timesteps=args.timesteps, seed=args.seed,
+                   seeds=getattr(args, "seeds", 1),
                    checkpoint=getattr(args, "checkpoint", None))
     outcome = run_sync(spec, settings=settings, progress=_progress)
     assert outcome.run is not None  # run tasks always store a run
@@ -166,6 +167,10 @@ def add_generate(subparsers: Any) -> None:
     _common_scene_args(parser)
     parser.add_argument("--outputs", required=True, metavar="LIST",
                         help=f"comma-separated, from {','.join(m.value for m in GENERATABLE)}")
+    parser.add_argument("--seeds", type=int, default=1, metavar="N",
+                        help="seed ensemble of N members in one batched job (2-16; default 1 = "
+                             "off): writes the ensemble mean/mode and [U] uncertainty layers, "
+                             "and costs N times the chips")
     parser.set_defaults(func=cmd_generate)
 
 

@@ -49,10 +49,12 @@ KIND_PREDICTION = "prediction"
 KIND_REALITY = "reality"
 #: Generated minus real (``[D]``; for class maps, where they agree).
 KIND_DIFFERENCE = "difference"
-_KIND_ORDER = {KIND_INPUT: 0, KIND_GENERATED: 1, KIND_PREDICTION: 2, KIND_REALITY: 3,
-               KIND_DIFFERENCE: 4}
+#: A seed ensemble's spread (``[U]``: std, class agreement, vote entropy; inference.generate).
+KIND_UNCERTAINTY = "uncertainty"
+_KIND_ORDER = {KIND_INPUT: 0, KIND_GENERATED: 1, KIND_UNCERTAINTY: 2, KIND_PREDICTION: 3,
+               KIND_REALITY: 4, KIND_DIFFERENCE: 5}
 _PREFIX = {KIND_INPUT: "Input ", KIND_GENERATED: "[G] ", KIND_PREDICTION: "[P] ",
-           KIND_REALITY: "[R] ", KIND_DIFFERENCE: "[D] "}
+           KIND_REALITY: "[R] ", KIND_DIFFERENCE: "[D] ", KIND_UNCERTAINTY: "[U] "}
 #: Class colours of a ``[D]`` agreement map (disagree, agree).
 AGREEMENT_COLOURS = ("#d7301f", "#1a9850")
 
@@ -243,6 +245,9 @@ def display_layers_for(layers: Mapping[str, xr.DataArray]) -> list[DisplayLayer]
         if kind == KIND_DIFFERENCE:
             out.extend(_difference_layers(name, da, label, untrained))
             continue
+        if kind == KIND_UNCERTAINTY:
+            out.extend(_uncertainty_layers(name, da, untrained))
+            continue
 
         def make(display: str, shown: tuple[str, ...], style: Style, layer_units: str,
                  title: str, *, source: str = name, kind: str = kind,
@@ -300,6 +305,33 @@ def _difference_layers(name: str, da: xr.DataArray, label: str, untrained: bool
         shown = f"{base}-{band}" if len(bands) > 1 else base
         out.append(DisplayLayer(f"[D] {shown} G − R", name, (band,), style, KIND_DIFFERENCE,
                                 False, units, f"{shown} G − R", untrained))
+    return out
+
+
+def _uncertainty_layers(name: str, da: xr.DataArray, untrained: bool) -> list[DisplayLayer]:
+    """``[U]`` layers: ``[U] S1GRD-VV std`` (in dB), ``[U] LULC agreement``, ``[U] LULC entropy``.
+
+    Agreement is stretched over 0..1 on the confidence ramp; std and entropy from 0 to their
+    98th percentile (a single value never gives an empty stretch).
+    """
+    of = str(da.attrs.get("uncertainty_of") or name.rsplit("_", 1)[0])
+    statistic = str(da.attrs.get("statistic") or name.rsplit("_", 1)[-1].lower())
+    units = str(da.attrs.get("units", ""))
+    bands = _band_names(da)
+    out = []
+    for band in bands:
+        values = np.asarray(da.sel(band=band).values, dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        if statistic == "agreement":
+            lo, hi = 0.0, 1.0
+        else:
+            top = float(np.percentile(finite, 98)) if finite.size else 0.0
+            lo, hi = 0.0, top if top > 0 else 1.0
+        style = Style(StyleKind.CONTINUOUS, ramp="confidence", vmin=lo, vmax=hi, bands=(band,))
+        shown = f"{of}-{band}" if len(bands) > 1 else of
+        out.append(DisplayLayer(f"[U] {shown} {statistic}", name, (band,), style,
+                                KIND_UNCERTAINTY, True, units, f"{shown} {statistic}",
+                                untrained))
     return out
 
 

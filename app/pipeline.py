@@ -263,14 +263,19 @@ def _measure(spec: JobSpec, settings: Settings, models: ModelManager,
     device = report.device
     size, outputs, steps = spec.size.value, spec.outputs, spec.timesteps
     store = ThroughputStore.beside(settings.runs_dir)
-    store.record_run(
+    store.record_run(  # kept per chip entry: an ensemble of N runs each chip N times
         work_key(spec.task, size=size, outputs=outputs, timesteps=steps, device=device),
-        chips=report.chips_total, seconds=time.monotonic() - report.run_started,
+        chips=report.chips_total * _members(spec), seconds=time.monotonic() - report.run_started,
         prior_per_chip=prior_seconds(spec.task, size=size, outputs=outputs, timesteps=steps,
                                      chips=1, device=device))
     key = model_key(spec, settings)
     if report.loaded_model and key in models.load_seconds:
         store.record_load(model_identity(key, device), models.load_seconds[key])
+
+
+def _members(spec: JobSpec) -> int:
+    """Batch entries per chip: the seed ensemble's size for generation, else 1."""
+    return max(1, int(spec.seeds)) if spec.task is Task.GENERATE else 1
 
 
 def estimate_for(spec: JobSpec, scene: xr.DataArray, inside: Any, *, key: ModelKey,
@@ -288,6 +293,7 @@ def estimate_for(spec: JobSpec, scene: xr.DataArray, inside: Any, *, key: ModelK
     h, w = valid.shape
     plan = GenerationTask(outputs=(Modality.LULC,), chip=CHIP)  # the runs' chip and overlap
     chips = count_chips(h, w, plan.chip, plan.overlap, mask=restrict_to_aoi(valid, inside))
+    chips *= _members(spec)  # chip entries: an ensemble of N runs each chip N times
     size, outputs, steps = spec.size.value, spec.outputs, spec.timesteps
     return estimate_run(
         ThroughputStore.beside(settings.runs_dir),
@@ -361,7 +367,7 @@ def _run_inference(spec: JobSpec, scene: xr.DataArray, settings: Settings,
         _started(report, model, settings)
         if spec.task is Task.GENERATE:
             task = GenerationTask(outputs=spec.outputs, timesteps=spec.timesteps,
-                                  seed=spec.seed)
+                                  seed=spec.seed, ensemble=spec.seeds)
             unit = Unit.CHIPS if spec.outputs == (Modality.LULC,) else Unit.CHIP_STEPS
             with DEVICE_LOCK:
                 return generate(model, scene, task,
@@ -416,7 +422,8 @@ def _geolocate(spec: JobSpec, settings: Settings, store: RunStore, models: Model
 
 #: Layer attrs copied into the run's provenance (the first layer that has them wins).
 _PROVENANCE_ATTRS = ("model", "weights", "weights_files", "untrained", "timesteps", "seed",
-                     "terratorch_version", "checkpoint", "device", "dtype", "clipped_to_aoi")
+                     "terratorch_version", "checkpoint", "device", "dtype", "clipped_to_aoi",
+                     "ensemble_size", "ensemble_rng")
 
 
 def _provenance(

@@ -280,7 +280,7 @@ class RunStore:
         """
         run = self.open(run_id)
         originals = {k for k, a in run.item.assets.items() if a.extra_fields.get(
-            "terralens:kind") in ("input", "generated", "prediction")}
+            "terralens:kind") in ("input", "generated", "prediction", "uncertainty")}
         for name in [*layers, *remove]:
             if not isinstance(name, str) or not _LAYER_NAME.match(name) or \
                     name.lower() in _RESERVED or name == INPUT_LAYER or name in originals:

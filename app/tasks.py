@@ -23,6 +23,7 @@ from typing import Any
 
 from app.aoi import AOI
 from app.run_request import RunRequest
+from inference.ensembles import MAX_MEMBERS, MIN_MEMBERS
 from inference.errors import InvalidRequestError
 from inference.modalities import GENERATABLE, LULC_CLASSES, Modality
 from inference.models import ModelSize, normalise_outputs, parse_model_size
@@ -44,6 +45,7 @@ class Knob(StrEnum):
     OUTPUTS = "outputs"
     TIMESTEPS = "timesteps"
     SEED = "seed"
+    SEEDS = "seeds"
     CHECKPOINT = "checkpoint"
     SAMPLES = "samples"
     TEMPERATURE = "temperature"
@@ -84,7 +86,7 @@ TASKS: dict[Task, TaskInfo] = {
         "Generation",
         "Generate synthetic S1, LULC, NDVI or DEM layers from the Sentinel-2 window.",
         "one layer per chosen output (LULC also as class probabilities)",
-        frozenset({Knob.SIZE, Knob.OUTPUTS, Knob.TIMESTEPS, Knob.SEED})),
+        frozenset({Knob.SIZE, Knob.OUTPUTS, Knob.TIMESTEPS, Knob.SEED, Knob.SEEDS})),
     Task.WATER: TaskInfo(
         "Water (zero-shot TiM)",
         "Map water from TerraMind's generated land cover (class 1), with confidence.",
@@ -108,7 +110,7 @@ RUN_PAGE_TASKS: tuple[Task, ...] = (Task.GENERATE, Task.WATER, Task.TIM)
 #: Default of each knob (what a knob that does not apply is set to).
 DEFAULTS: dict[Knob, Any] = {
     Knob.SIZE: ModelSize.BASE, Knob.OUTPUTS: (Modality.LULC,), Knob.TIMESTEPS: 10,
-    Knob.SEED: 0, Knob.CHECKPOINT: None, Knob.SAMPLES: 64, Knob.TEMPERATURE: 1.0,
+    Knob.SEED: 0, Knob.SEEDS: 1, Knob.CHECKPOINT: None, Knob.SAMPLES: 64, Knob.TEMPERATURE: 1.0,
     Knob.TOP_P: 0.8,
 }
 #: Diffusion steps of the water task (it decodes LULC only, which has no diffusion).
@@ -188,6 +190,7 @@ class JobSpec:
         size: TerraMind size (not for TiM checkpoints).
         timesteps: Diffusion steps (generation only; water always decodes in one step).
         seed: Random seed.
+        seeds: Seed-ensemble members (generation only; 1 = off, 2..16 write ``[U]`` layers).
         checkpoint: Fine-tuned TiM checkpoint (path or hub repo id).
         condition: What a geolocation is conditioned on.
         source_run: The run whose LULC conditions a geolocation (``run_lulc``).
@@ -204,6 +207,7 @@ class JobSpec:
     size: ModelSize = ModelSize.BASE
     timesteps: int = 10
     seed: int = 0
+    seeds: int = 1
     checkpoint: str | None = None
     condition: Condition | None = None
     source_run: str | None = None
@@ -229,6 +233,8 @@ class JobSpec:
         timesteps = _int("timesteps", self.timesteps, 1, 100) if Knob.TIMESTEPS in knobs \
             else WATER_TIMESTEPS if task is Task.WATER else 1
         set_(self, "timesteps", timesteps)
+        set_(self, "seeds", _int("seeds", self.seeds, MIN_MEMBERS, MAX_MEMBERS)
+             if Knob.SEEDS in knobs else DEFAULTS[Knob.SEEDS])
         checkpoint = str(self.checkpoint or "").strip() or None
         if task is Task.TIM and not checkpoint:
             raise InvalidRequestError("A fine-tuned TiM run needs a checkpoint path or repo id.")
@@ -283,6 +289,8 @@ class JobSpec:
 
         Only the knobs of the task are present; ``extent`` says outputs cover the AOI polygon
         (runs stored before clipping covered its bounding box and must not answer now).
+        ``seeds`` is present from 2 on: one seed is the plain run, the same bytes as runs
+        stored before ensembles existed, which keep answering it.
         """
         knobs = self.info.knobs
         params: dict[str, Any] = {"seed": self.seed}
@@ -294,6 +302,8 @@ class JobSpec:
             params["timesteps"] = self.timesteps
         if Knob.OUTPUTS in knobs:
             params["outputs"] = sorted(m.value for m in self.outputs)
+        if Knob.SEEDS in knobs and self.seeds > 1:
+            params["seeds"] = self.seeds
         if self.checkpoint:
             params["checkpoint"] = self.checkpoint
         if self.task is Task.GEOLOCATE:
@@ -330,7 +340,8 @@ class JobSpec:
             "task": self.task.value, "scene_items": list(self.scene_items),
             "aoi": self.aoi.geometry if self.aoi else None,
             "outputs": [m.value for m in self.outputs], "size": self.size.value,
-            "timesteps": self.timesteps, "seed": self.seed, "checkpoint": self.checkpoint,
+            "timesteps": self.timesteps, "seed": self.seed, "seeds": self.seeds,
+            "checkpoint": self.checkpoint,
             "condition": str(self.condition) if self.condition else None,
             "source_run": self.source_run, "prompt": [list(p) for p in self.prompt],
             "samples": self.samples, "temperature": self.temperature, "top_p": self.top_p,
@@ -347,7 +358,8 @@ class JobSpec:
             outputs=tuple(Modality(o) for o in outputs) if task is Task.GENERATE
             else (Modality.LULC,),
             size=data.get("size", ModelSize.BASE), timesteps=data.get("timesteps", 10),
-            seed=data.get("seed", 0), checkpoint=data.get("checkpoint"),
+            seed=data.get("seed", 0), seeds=data.get("seeds", 1),
+            checkpoint=data.get("checkpoint"),
             condition=data.get("condition"), source_run=data.get("source_run"),
             prompt=tuple(tuple(p) for p in data.get("prompt") or ()),  # type: ignore[misc]
             samples=data.get("samples", 64), temperature=data.get("temperature", 1.0),
@@ -361,6 +373,8 @@ class JobSpec:
             parts.append(",".join(m.value for m in self.outputs))
         if Knob.SIZE in self.info.knobs:
             parts.append(self.size.value)
+        if self.seeds > 1:
+            parts.append(f"{self.seeds} seeds")
         if self.scene_id:
             parts.append(self.scene_id)
         return " · ".join(parts)

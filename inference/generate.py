@@ -10,6 +10,15 @@ AOI of any size with :func:`inference.tiling.tiled_apply`, and returns one geore
   ``LULC``: the ``uint8`` arg-max class (``CLASS_NODATA``, 255, outside the AOI and where the
   input had no data).
 
+Seed ensembles (``GenerationTask.ensemble`` = N, 2..16): every chip is repeated N times as
+extra entries of the same model call, so one job, one pass over the chips and N× the chip
+entries. Each member is blended over the chips on its own, then summarised per pixel
+(:mod:`inference.ensembles`): continuous outputs become their ensemble mean plus a
+``<OUTPUT>_STD`` layer in the output's units; LULC becomes the mode of the members' votes,
+``LULC_PROB`` the mean probabilities, plus ``LULC_AGREEMENT`` (share of members voting the
+mode) and ``LULC_ENTROPY`` (bits). The ``[U]`` layers carry ``kind="uncertainty"``. Memory:
+the blending sums hold N × the output bands of the window (float64) until the summary.
+
 Input pixels that are NaN in any band are filled with the band median for the model and
 masked again (NaN, or class 0) in every output; chips without any valid pixel are not run.
 With an ``aoi_mask`` (the drawn polygon rasterised on the window, see ``app.scenes.aoi_mask``)
@@ -22,6 +31,23 @@ the diffusion decoders from torch's global generator. Before each chip batch, ``
 first chip), so the same input and task give bit-identical outputs (on the same device and
 software), in-process or on Ray. Changing ``batch_size`` changes which chips share a batch,
 hence the samples. The caller's global RNG states are restored afterwards.
+
+Why an ensemble member is not the single-seed run with some seed: terratorch draws a call's
+noise for the whole batch from global generators, not per entry. The chained sampler takes one
+seed from Python's ``random`` per call, re-seeds torch's global generator with it at every
+schedule step (``torch.manual_seed(seed + step)``), draws **one** random decoding order
+(``torch.rand(n_tokens)``) shared by every batch entry, and samples the tokens of all entries
+from one stream (``torch.multinomial`` over ``[B·tokens, vocabulary]``); the diffusion
+decoders start from ``torch.randn((B, C, H, W))`` with no generator (``decode_tokens`` passes
+none). So an entry's noise depends on its position in the batch and on the batch's other
+entries, and no per-entry generator can be handed in without replacing those terratorch
+functions. Even then, a call of B·N entries runs other kernel shapes than a call of B, whose
+floating-point rounding differs, so bit-equality would still not hold. What does hold (and is
+tested): N = 1 is exactly the plain run; an ensemble is bit-reproducible from (seed, N, chip,
+overlap, batch size); its members differ from each other; a deterministic model gives zero
+spread. Members of one chip share a call and its RNG stream, seeded with
+``batch_seed(seed, first chip)`` like a plain batch; chips per call are ``batch_size // N``
+(at least 1), so a call holds about ``batch_size`` entries.
 """
 
 from __future__ import annotations
@@ -38,6 +64,16 @@ import numpy as np
 from inference.batching import AdaptiveBatches, batch_size_for_memory, free_device_memory
 from inference.build import load_generation_model
 from inference.devices import oom_as_error
+from inference.ensembles import (
+    MAX_MEMBERS,
+    MIN_MEMBERS,
+    ensemble_agreement,
+    ensemble_mean,
+    ensemble_mode,
+    ensemble_std,
+    vote_counts,
+    vote_entropy,
+)
 from inference.errors import InvalidRequestError
 from inference.executors import Executor
 from inference.modalities import (
@@ -46,6 +82,8 @@ from inference.modalities import (
     MODALITY_INFO,
     S2L2A_BANDS,
     Modality,
+    UncertaintyInfo,
+    uncertainty_products,
 )
 from inference.models import (
     UNTRAINED_LABEL,
@@ -85,6 +123,8 @@ class GenerationTask:
         batch_size: Chips per model call (1..64). Batching pays on CPU too: 9 chips in one
             call took ~30% less CPU than in calls of 4, 4, 1 and half as much as one by one
             (bench/README.md). 16+ suits a GPU; lower it on out-of-memory errors.
+        ensemble: Seed-ensemble members (1..16; 1 = no ensemble): each chip runs as this many
+            batch entries of one call, and the outputs are summarised with ``[U]`` layers.
     """
 
     outputs: tuple[Modality, ...]
@@ -93,6 +133,7 @@ class GenerationTask:
     chip: int = 224
     overlap: int = 32
     batch_size: int = 8
+    ensemble: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "outputs", normalise_outputs(self.outputs))
@@ -105,6 +146,12 @@ class GenerationTask:
             )
         _check_int("overlap", self.overlap, 0, self.chip // 2)
         _check_int("batch_size", self.batch_size, 1, 64)
+        _check_int("ensemble", self.ensemble, MIN_MEMBERS, MAX_MEMBERS)
+
+    @property
+    def chips_per_call(self) -> int:
+        """Chips per model call: ``batch_size`` entries shared by ``ensemble`` members each."""
+        return max(1, self.batch_size // self.ensemble)
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:
@@ -135,8 +182,9 @@ class ChipGenerator:
     """The chip function: ``[B, 12, chip, chip]`` S2L2A DN → stacked outputs.
 
     Output channels follow ``model.spec.outputs`` with :data:`OUTPUT_BANDS` each; LULC comes
-    as softmax probabilities. Picklable: a copy sent to another process re-loads its model
-    from the spec (once per process).
+    as softmax probabilities. With an ensemble of N, each chip runs as N consecutive entries
+    of the call and returns ``N × C`` channels, member by member. Picklable: a copy sent to
+    another process re-loads its model from the spec (once per process).
     """
 
     def __init__(self, model: GenerationModel, task: GenerationTask) -> None:
@@ -168,9 +216,14 @@ class ChipGenerator:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+        members = self.task.ensemble
+        chips = len(batch)
+        if members > 1:
+            batch = np.repeat(batch, members, axis=0)  # chip 0 × N, chip 1 × N, ...
         pinned = model.speed.pinned and model.device.type == "cuda"
         x = to_device(np.ascontiguousarray(batch, dtype=np.float32), model.device, pinned=pinned)
-        what = f"generating {', '.join(m.value for m in model.outputs)} ({len(batch)} chips)"
+        what = f"generating {', '.join(m.value for m in model.outputs)} ({chips} chips"
+        what += f" × {members} seeds)" if members > 1 else ")"
         with oom_as_error(what, device=model.device), torch.no_grad(), _autocast(model):
             raw = model.module({Modality.S2L2A.value: x}, timesteps=self.task.timesteps)
             parts = []
@@ -179,7 +232,9 @@ class ChipGenerator:
                 if mod is Modality.LULC:
                     value = torch.softmax(value, dim=1)
                 parts.append(value)
-            return to_host(torch.cat(parts, dim=1), pinned=pinned)
+            out = to_host(torch.cat(parts, dim=1), pinned=pinned)
+        # [chips·N, C, h, w] → [chips, N·C, h, w]: members stacked on the channel axis.
+        return out.reshape(chips, members * out.shape[1], *out.shape[2:])
 
 
 def to_device(array: np.ndarray, device: torch.device, *, pinned: bool = False) -> torch.Tensor:
@@ -335,7 +390,7 @@ def generate(
     counter = _step_counter(model, task, valid, steps)
     with _RngGuard(), (counter.hooks(model.module) if counter else contextlib.nullcontext()):
         stacked = tiled_apply(
-            fn, data, chip=task.chip, overlap=task.overlap, batch_size=task.batch_size,
+            fn, data, chip=task.chip, overlap=task.overlap, batch_size=task.chips_per_call,
             progress=_both(progress, counter.chips if counter else None), cancel=cancel,
             executor=executor, mask=valid,
         )
@@ -354,6 +409,10 @@ def generate(
     }
     if model.untrained:
         base["note"] = UNTRAINED_LABEL
+    if task.ensemble > 1:
+        base |= {"ensemble_size": int(task.ensemble), "ensemble_rng": ENSEMBLE_RNG}
+        members = stacked.reshape(task.ensemble, -1, *stacked.shape[1:])
+        return _ensemble_results(model.outputs, members, valid, s2, base)
     results: dict[str, xr.DataArray] = {}
     for mod, sl in _layout(model.outputs).items():
         info = MODALITY_INFO[mod]
@@ -386,7 +445,8 @@ def _step_counter(model: GenerationModel, task: GenerationTask, valid: np.ndarra
     chips = count_chips(h, w, task.chip, task.overlap, mask=valid)
     diffusing = {name: denoising_steps(tok, task.timesteps)
                  for name, tok in diffusion_tokenizers(model.module).items()}
-    return DiffusionSteps(chips, batch_size=task.batch_size, diffusing=diffusing, steps=steps)
+    return DiffusionSteps(chips, batch_size=task.chips_per_call, diffusing=diffusing,
+                          steps=steps, members=task.ensemble)
 
 
 def _both(*fns: ProgressFn | None) -> ProgressFn | None:
@@ -401,13 +461,75 @@ def _both(*fns: ProgressFn | None) -> ProgressFn | None:
     return progress
 
 
+#: How an ensemble's members get their noise (the ``ensemble_rng`` provenance attr).
+ENSEMBLE_RNG = ("members are consecutive batch entries of each chip in one model call; the "
+                "call's RNG streams are seeded with batch_seed(seed, first chip index)")
+
+
+def _ensemble_results(
+    outputs: Sequence[Modality], members: np.ndarray, valid: np.ndarray, like: xr.DataArray,
+    base: dict[str, Any],
+) -> dict[str, xr.DataArray]:
+    """Main layers (mean / mode) and ``[U]`` layers from ``members [N, C, H, W]``."""
+    results: dict[str, xr.DataArray] = {}
+    for mod, sl in _layout(outputs).items():
+        info = MODALITY_INFO[mod]
+        values = members[:, sl]
+        attrs = base | {"modality": mod.value, "units": info.units, "long_name": info.long_name}
+        stats: dict[str, np.ndarray] = {}
+        if mod is Modality.LULC:
+            counts = vote_counts(values.argmax(axis=1), len(LULC_CLASSES))
+            names = json.dumps([c.name for c in LULC_CLASSES])
+            mode = np.where(valid, ensemble_mode(counts), CLASS_NODATA).astype(np.uint8)[None]
+            results[mod.value] = _to_dataarray(
+                mode, like, info.bands,
+                attrs | {"class_names": names, "ensemble_statistic": "mode"},
+            ).rio.write_nodata(CLASS_NODATA)
+            probs = np.where(valid, ensemble_mean(values), np.nan).astype(np.float32)
+            results[LULC_PROB] = _to_dataarray(
+                probs, like, [c.name for c in LULC_CLASSES],
+                attrs | {"modality": LULC_PROB, "units": "probability",
+                         "long_name": f"{info.long_name} class probabilities (ensemble mean)",
+                         "class_names": names, "ensemble_statistic": "mean"},
+            )
+            stats = {"agreement": ensemble_agreement(counts)[None],
+                     "entropy": vote_entropy(counts)[None]}
+        else:
+            mean = np.where(valid, ensemble_mean(values), np.nan).astype(np.float32)
+            results[mod.value] = _to_dataarray(
+                mean, like, info.bands, attrs | {"ensemble_statistic": "mean"})
+            stats = {"std": ensemble_std(values)}
+        for product in uncertainty_products(mod):
+            results[f"{mod.value}_{product.suffix}"] = _uncertainty_layer(
+                mod, product, stats[product.statistic], valid, like, attrs)
+    return results
+
+
+def _uncertainty_layer(
+    mod: Modality, product: UncertaintyInfo, values: np.ndarray, valid: np.ndarray,
+    like: xr.DataArray, attrs: dict[str, Any],
+) -> xr.DataArray:
+    """One ``[U]`` raster (``kind="uncertainty"``), NaN outside the computed pixels."""
+    info = MODALITY_INFO[mod]
+    bands = info.bands if product.units is None else (product.statistic,)
+    data = np.where(valid, values, np.nan).astype(np.float32)
+    return _to_dataarray(data, like, bands, attrs | {
+        "kind": "uncertainty", "modality": f"{mod.value}_{product.suffix}",
+        "uncertainty_of": mod.value, "statistic": product.statistic,
+        "units": info.units if product.units is None else product.units,
+        "long_name": f"{info.long_name}: {product.long_name}",
+    })
+
+
 def _batch_limit(model: GenerationModel, task: GenerationTask) -> int | None:
-    """Chips per model call that fit the free GPU memory (None: no cap, e.g. on CPU)."""
+    """Chips per model call that fit the free GPU memory (None: no cap, e.g. on CPU); an
+    ensemble's chip needs the memory of its N entries."""
     free = free_device_memory(model.device)
     if free is None:
         return None
-    return batch_size_for_memory(free, task.batch_size, outputs=len(task.outputs),
-                                 chip=task.chip)
+    entries = batch_size_for_memory(free, task.batch_size, outputs=len(task.outputs),
+                                    chip=task.chip)
+    return max(1, entries // task.ensemble)
 
 
 # Rough per-chip costs (seconds, one 224² chip) behind :func:`estimate`.
@@ -442,9 +564,10 @@ def estimate(
             chips touching it are counted, as :func:`generate` runs them.
 
     Returns:
-        (number of chips, estimated seconds). Good to a factor of ~2 on CPU; a guess on GPU.
+        (number of chip entries the model runs: chips × ``task.ensemble``, estimated seconds).
+        Good to a factor of ~2 on CPU; a guess on GPU.
     """
-    chips = count_chips(h, w, task.chip, task.overlap, mask=mask)
+    chips = count_chips(h, w, task.chip, task.overlap, mask=mask) * task.ensemble
     per_chip = 0.0
     for mod in task.outputs:
         per_chip += _SAMPLER_S_PER_OUTPUT.get(str(size), 1.25)

@@ -90,6 +90,45 @@ MODALITY_INFO: dict[Modality, ModalityInfo] = {
     ),
 }
 
+@dataclass(frozen=True)
+class UncertaintyInfo:
+    """One ``[U]`` layer of a seed ensemble (see :mod:`inference.ensembles`).
+
+    Attributes:
+        suffix: Appended to the output's key: ``S1GRD_STD``, ``LULC_AGREEMENT``.
+        statistic: ``"std"``, ``"agreement"`` or ``"entropy"``.
+        units: Units of the values; ``None`` for the output's own units (a std of dB is dB).
+        long_name: What it is, for legends and GeoTIFF tags (after the output's long name).
+        display_range: (low, high) of the colour stretch; ``None`` to stretch on the values.
+    """
+
+    suffix: str
+    statistic: str
+    units: str | None
+    long_name: str
+    display_range: tuple[float, float] | None
+
+
+#: Per-pixel standard deviation of a continuous output over the ensemble's members.
+ENSEMBLE_STD = UncertaintyInfo("STD", "std", None, "ensemble standard deviation", None)
+#: Share of members voting the mode class.
+ENSEMBLE_AGREEMENT = UncertaintyInfo(
+    "AGREEMENT", "agreement", "share of members", "ensemble agreement (share of members "
+    "voting the mode class)", (0.0, 1.0),
+)
+#: Entropy of the members' class votes, in bits (0 = unanimous).
+ENSEMBLE_ENTROPY = UncertaintyInfo(
+    "ENTROPY", "entropy", "bit", "ensemble vote entropy", None,
+)
+
+
+def uncertainty_products(modality: Modality) -> tuple[UncertaintyInfo, ...]:
+    """The ``[U]`` layers an ensemble writes for ``modality`` (std, or agreement + entropy)."""
+    if MODALITY_INFO[modality].units == "class":
+        return (ENSEMBLE_AGREEMENT, ENSEMBLE_ENTROPY)
+    return (ENSEMBLE_STD,)
+
+
 #: Modalities TerraMind can generate from S2L2A in TerraLens.
 GENERATABLE: tuple[Modality, ...] = (
     Modality.S1GRD, Modality.S1RTC, Modality.LULC, Modality.NDVI, Modality.DEM,

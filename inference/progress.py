@@ -103,16 +103,19 @@ class DiffusionSteps:
         diffusing: ``{output name: denoising steps}`` of the outputs that go through a
             diffusion decoder (see :func:`denoising_steps`).
         steps: Receives ``(done, total, detail)`` in chip steps (chips if none diffuses).
+        members: Batch entries per chip (a seed ensemble of N runs each chip as N entries of
+            the same call; decoder calls count entries).
     """
 
     def __init__(self, chips_total: int, *, batch_size: int, diffusing: dict[str, int],
-                 steps: StepsFn) -> None:
+                 steps: StepsFn, members: int = 1) -> None:
+        self.members = max(1, int(members)) if diffusing else 1
         self.chips_total = max(0, int(chips_total))
         self.batches = max(1, math.ceil(self.chips_total / max(1, batch_size)))
         self.diffusing = {name: max(1, int(n)) for name, n in diffusing.items()}
         self.per_chip = sum(self.diffusing.values()) if diffusing else 1
         self.unit = Unit.CHIP_STEPS if diffusing else Unit.CHIPS
-        self.total = self.chips_total * self.per_chip
+        self.total = self.chips_total * self.members * self.per_chip
         self.steps = steps
         self.done = 0
         self.chips_done = 0
@@ -141,7 +144,7 @@ class DiffusionSteps:
     def chips(self, done: int, total: int) -> None:
         """A chip batch ended (``tiled_apply``'s progress): re-align on whole chips."""
         self.chips_done = done
-        self.done = done * self.per_chip
+        self.done = done * self.members * self.per_chip
         self._step.clear()
         self._in_batch = False
         self.steps(self.done, self.total, f"chip batch {max(1, self.batch)}/{self.batches} done")

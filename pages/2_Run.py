@@ -75,6 +75,14 @@ if Knob.TIMESTEPS in knobs:
 seed = int(c3.number_input("Seed", 0, 2**31 - 1, state.RUN_SEED.get(), key=W.SEED,
                            help="The same seed reproduces the same outputs."))
 state.RUN_SEED.set(seed)
+seeds = 1
+if Knob.SEEDS in knobs:
+    seeds = int(c3.number_input(
+        "Ensemble seeds", view.MIN_SEEDS, view.MAX_SEEDS, state.RUN_SEEDS.get(), key=W.SEEDS,
+        help="1 = off. N runs every chip N times with other random noise, in the same job, "
+             "and adds [U] uncertainty layers (standard deviation; land-cover agreement and "
+             "entropy). Costs N times the chips."))
+    state.RUN_SEEDS.set(seeds)
 outputs: list[str] = []
 checkpoint = ""
 if Knob.OUTPUTS in knobs:
@@ -101,7 +109,7 @@ else:
             aoi=state.get_scene_aoi(), throughput=view.throughput_store(settings),
             model=view.model_to_load(runtime.job_runtime(settings).models, task, size=size,
                                      outputs=chosen, checkpoint=checkpoint,
-                                     settings=settings, device=device))
+                                     settings=settings, device=device), seeds=seeds)
         st.info(text, icon=":material/timer:")
 
 # -- Submit --------------------------------------------------------------------------------------
@@ -110,6 +118,7 @@ if st.button("Run", type="primary", key=W.RUN, icon=":material/play_arrow:"):
         spec = view.build_spec(
             items=state.SCENE_ITEMS.get(), aoi=state.get_scene_aoi(), task=task,
             outputs=outputs, size=size, timesteps=timesteps, seed=seed, checkpoint=checkpoint,
+            seeds=seeds,
         )
         job = runtime.job_runtime(settings).submit(
             spec, session=runtime.session_id(), scene=scene, estimate_s=estimate_s)
@@ -185,7 +194,7 @@ if current is not None and current.state.active:
 elif current is not None and view.matches_choices(
         current, settings.weights, items=state.SCENE_ITEMS.get(),
         aoi=state.get_scene_aoi(), task=task, outputs=outputs, size=size,
-        timesteps=timesteps, seed=seed, checkpoint=checkpoint):
+        timesteps=timesteps, seed=seed, checkpoint=checkpoint, seeds=seeds):
     _ended(current)
 elif current is not None:  # the last run answered other choices: not these inputs' result
     st.caption(view.stale_result_text(current))

@@ -161,6 +161,17 @@ def test_one_chip_reports_each_diffusion_step(tiny_s1_model) -> None:
 
 
 @pytest.mark.model
+def test_an_ensemble_counts_each_members_steps_and_ends_at_the_total(tiny_s1_model) -> None:
+    steps: list[tuple[int, int, str]] = []
+    generate(tiny_s1_model, s2_window(64, 64, seed=2),
+             GenerationTask(outputs=("S1GRD",), timesteps=2, chip=64, ensemble=3),
+             steps=lambda d, t, detail: steps.append((d, t, detail)))
+    # One chip run as 3 entries of one call, two denoising steps: 6 chip steps in all.
+    assert [(d, t) for d, t, _ in steps] == [(0, 6), (3, 6), (6, 6), (6, 6)]
+    assert steps[-1][2] == "chip batch 1/1 done"
+
+
+@pytest.mark.model
 def test_steps_count_chips_across_batches(tiny_lulc_model) -> None:
     s2 = s2_window(96, 96)  # 4 chips of 64 with overlap 16, in batches of 3 and 1
     steps: list[tuple[int, int, str]] = []

@@ -436,3 +436,40 @@ def test_a_run_with_damaged_files_is_a_clear_error(app_run: Any, app_env: Path) 
     assert not at.exception, at.exception
     errors = " ".join(e.value for e in at.error)
     assert "damaged-copy" in errors and "damaged" in errors.lower()
+
+
+def test_an_ensemble_runs_u_layers_are_listed_with_legends_in_units(app_env: Path) -> None:
+    from app.aoi import AOI
+    from app.run_request import RunRequest
+    from app.runs import RunStore
+    from inference.generate import GenerationTask, generate
+    from inference.modalities import Modality
+    from tests.fixtures.ensembles import deterministic_model
+    from tests.fixtures.models import s2_window
+
+    s2 = s2_window(80, 70, seed=6)
+    outputs = ("S1GRD", "LULC", "DEM")
+    model, _ = deterministic_model(tuple(Modality(o) for o in outputs))
+    layers = generate(model, s2, GenerationTask(outputs=outputs, chip=64, ensemble=3))
+    request = RunRequest(scene_id="S2_X", aoi=AOI.from_bbox(15.0, 45.0, 15.01, 45.01),
+                         task="generation", params={"seed": 0, "seeds": 3},
+                         model="terramind_v1_tiny_generate", weights="untrained")
+    run = RunStore(app_env / "runs").save(request, layers, provenance={"seeds": 3})
+    at = _open(run.id)
+    assert not at.exception and not at.error
+    labels = _labels(run)
+    assert labels["[U] LULC agreement"] == (
+        "Land cover seed agreement (ensemble spread) · [U] LULC agreement")
+    assert labels["[U] DEM std"] == "Elevation standard deviation (ensemble spread) · [U] DEM std"
+    assert {c.label for c in at.checkbox} >= {markdown_text(labels[n]) for n in labels
+                                              if n.startswith("[U] ")}
+    # The ensemble's [G] layer is what shows first, not its spread.
+    assert newest_output(display_layers_for(run.load_layers())).startswith("[G] ")
+    at.checkbox(key=W.layer("visible", "[U] DEM std")).check().run()
+    assert not at.exception
+    assert any("/u-dem-std/" in u for u in tile_layer_urls(_group(at)))
+    legends = "".join(h.proto.body for h in at.get("html"))
+    assert "DEM std (m)" in legends
+    at.checkbox(key=W.layer("visible", "[U] LULC entropy")).check().run()
+    legends = "".join(h.proto.body for h in at.get("html"))
+    assert "LULC entropy (bit)" in legends

@@ -327,3 +327,54 @@ def test_estimate_counts_only_chips_the_drawn_polygon_touches(app_env: Path) -> 
     estimate = next(i.value for i in at.info if "chip" in i.value)
     assert "448 × 448 px" in estimate and "**1 chip**" in estimate
     assert "8 chips of the bounding box hold no AOI pixel" in estimate
+
+
+def _seconds(text: str) -> int:
+    """The estimated seconds of the estimate line ("about **12 s**", "**1 min 05 s**")."""
+    import re
+
+    found = re.search(r"about \*\*(?:(\d+) min )?(\d+) s\*\*", text)
+    assert found, text
+    return 60 * int(found.group(1) or 0) + int(found.group(2))
+
+
+def test_ensemble_seeds_control_shows_its_cost(app_env: Path) -> None:
+    at = _seeded().run()
+    control = at.number_input(key=W.SEEDS)
+    assert control.label == "Ensemble seeds" and control.value == 1
+    assert control.min == 1 and control.max == 16
+    plain = next(i.value for i in at.info if "chip" in i.value)
+    assert "ensemble" not in plain and "**1 chip**" in plain
+    control.set_value(4).run()
+    assert not at.exception and not at.error
+    costly = next(i.value for i in at.info if "chip" in i.value)
+    assert "**1 chip**" in costly and "× **4 ensemble seeds** = **4 chip runs**" in costly
+    assert _seconds(costly) >= 3 * _seconds(plain)
+    # Water has no ensemble: the control is not offered.
+    at.radio(key=W.TASK).set_value("water").run()
+    assert not at.exception
+    assert W.SEEDS not in [n.key for n in at.number_input]
+
+
+@pytest.mark.model
+def test_an_ensemble_run_stores_its_u_layers(
+    app_env: Path, tiny_lulc_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_model(monkeypatch, tiny_lulc_model)
+    at = _seeded().run()
+    at.multiselect(key=W.OUTPUTS).set_value(["LULC"]).run()
+    at.number_input(key=W.SEEDS).set_value(3).run()
+    at.button(key=W.RUN).click().run()
+    assert wait_for_job(at, app_env).spec.seeds == 3
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    [run] = RunStore(app_env / "runs").list_runs()
+    assert {"LULC", "LULC_PROB", "LULC_AGREEMENT", "LULC_ENTROPY"} <= set(run.layer_names)
+    assert run.provenance["seeds"] == 3 and run.provenance["ensemble_size"] == 3
+    with rasterio.open(run.layer_path("LULC_AGREEMENT")) as ds:
+        agreement = ds.read(1)
+        assert ds.tags()["kind"] == "uncertainty"
+    inside = np.isfinite(agreement)
+    assert inside.any() and (agreement[inside] >= 1 / 3 - 1e-6).all()
+    names = [layer.name for layer in display_layers_for(run.load_layers())]
+    assert "[U] LULC agreement" in names and "[U] LULC entropy" in names
+    assert any("LULC_ENTROPY" in m.value for m in at.markdown)

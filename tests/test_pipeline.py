@@ -166,6 +166,41 @@ def test_cli_generate_writes_cogs_and_a_stac_item(
     assert np.isin(classes[1:-1, 1:-1], np.arange(10)).all()
 
 
+def test_cli_generate_seeds_writes_the_ensemble_and_its_u_layers(
+    env: Path, capsys: pytest.CaptureFixture[str], s2_scene_set: SceneSet
+) -> None:
+    w, s, e, n = AOI.from_geojson(utm_box_to_lonlat(*AOI_UTM)).bbox
+    out = env / "cli-runs"
+    args = ["generate", "--item", SCENE, "--bbox", f"{w},{s},{e},{n}", "--outputs", "LULC",
+            "--model", "tiny", "--timesteps", "1", "--out", str(out)]
+    assert main([*args, "--seeds", "17"]) == 2  # bad input
+    assert "seeds must be an integer in 1..16, got 17" in capsys.readouterr().err
+    code = main([*args, "--seeds", "3"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    run_dir = Path(captured.out.strip())
+    item = json.loads((run_dir / "item.json").read_text())
+    provenance = item["properties"]["terralens:provenance"]
+    assert provenance["seeds"] == provenance["ensemble_size"] == 3
+    assert item["properties"]["terralens:request"]["params"]["seeds"] == 3
+    assert {"LULC", "LULC_PROB", "LULC_AGREEMENT", "LULC_ENTROPY"} <= set(item["assets"])
+    with rasterio.open(run_dir / "LULC_AGREEMENT.tif") as agree, \
+            rasterio.open(run_dir / "LULC_ENTROPY.tif") as ent, \
+            rasterio.open(run_dir / "LULC.tif") as mode:
+        assert agree.crs == ent.crs == mode.crs and agree.transform == mode.transform
+        assert agree.tags()["ensemble_size"] == ent.tags()["ensemble_size"] == "3"
+        share, bits, classes = agree.read(1), ent.read(1), mode.read(1)
+    inside = classes != 255
+    # Three members: the mode's share is 1/3, 2/3 or 1; the vote entropy 0 where all agree.
+    np.testing.assert_allclose(share[inside] * 3, np.round(share[inside] * 3), atol=1e-5)
+    assert set(np.round(share[inside] * 3).astype(int)) <= {1, 2, 3}
+    np.testing.assert_array_equal(bits[inside] == 0, share[inside] == 1)
+    assert np.isnan(share[~inside]).all()
+    # The plain run is another run (the seed count is part of the key).
+    assert main(args) == 0
+    assert Path(capsys.readouterr().out.strip()) != run_dir
+
+
 def test_cli_generate_unknown_item_is_a_clear_error(
     env: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

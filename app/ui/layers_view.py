@@ -105,8 +105,9 @@ def add_layer(added: dict[str, xr.DataArray], source: str, da: xr.DataArray
 
 # -- Layer panel preferences -----------------------------------------------------------------------
 def newest_output(layers: Sequence[DisplayLayer]) -> str | None:
-    """The layer shown when a run is first opened: the last output (else the first layer)."""
-    outputs = [layer.name for layer in layers if layer.kind != "input"]
+    """The layer shown when a run is first opened: the last output (else the first layer);
+    an ensemble's ``[U]`` layers are not outputs here (its mean or mode is)."""
+    outputs = [layer.name for layer in layers if layer.kind not in ("input", "uncertainty")]
     if outputs:
         return outputs[-1]
     return layers[0].name if layers else None

@@ -10,12 +10,15 @@ from app.aoi import AOI
 from app.escaping import markdown_code, markdown_text
 from app.scenes import aoi_mask
 from app.tasks import RUN_PAGE_TASKS, TASKS, JobSpec, Task, task_label
+from inference.ensembles import MAX_MEMBERS, MIN_MEMBERS
 from inference.errors import InvalidRequestError, SceneError, TerraLensError
 from inference.modalities import GENERATABLE, Modality
 from inference.models import parse_model_size
 from inference.progress import format_seconds
 from inference.throughput import ThroughputStore
 
+#: Range of the "Ensemble seeds" control (1 = no ensemble).
+MIN_SEEDS, MAX_SEEDS = MIN_MEMBERS, MAX_MEMBERS
 #: Outputs selected when the page first opens.
 DEFAULT_OUTPUTS: tuple[str, ...] = (Modality.LULC.value, Modality.NDVI.value)
 
@@ -94,7 +97,7 @@ def check_scene(scene: Any) -> Any:
 def estimate(scene: Any, task: Task, outputs: tuple[Modality, ...], *, timesteps: int,
              size: str, device: str, aoi: AOI | None = None,
              throughput: ThroughputStore | None = None, model: str | None = None,
-             ) -> tuple[str, float | None]:
+             seeds: int = 1) -> tuple[str, float | None]:
     """"N chips of 224 px · about T on DEVICE" for the scene window (or why not), and the
     estimated seconds (``None`` when there is nothing to run).
 
@@ -103,6 +106,7 @@ def estimate(scene: Any, task: Task, outputs: tuple[Modality, ...], *, timesteps
     Seconds come from the ``throughput`` measured on this machine and device (refined after
     each run), else from the fixed table; ``model`` is the :func:`app.pipeline.model_identity`
     of the model to load first, ``None`` when it is loaded already.
+    A seed ensemble (``seeds`` > 1, generation only) costs ``seeds`` × the chips, said as such.
     """
     import sys
 
@@ -114,6 +118,7 @@ def estimate(scene: Any, task: Task, outputs: tuple[Modality, ...], *, timesteps
     from inference.tiling import count_chips, restrict_to_aoi
 
     h, w = int(scene.sizes["y"]), int(scene.sizes["x"])
+    seeds = int(seeds) if task is Task.GENERATE else 1
     valid = np.isfinite(np.asarray(scene.values)).all(axis=0)
     inside = aoi_mask(scene, aoi) if aoi is not None else np.ones_like(valid)
     try:
@@ -122,11 +127,12 @@ def estimate(scene: Any, task: Task, outputs: tuple[Modality, ...], *, timesteps
         return markdown_text(err), None
     gen = GenerationTask(outputs=outputs, timesteps=int(timesteps))
     chips = count_chips(h, w, gen.chip, gen.overlap, mask=wanted)
+    entries = chips * seeds  # an ensemble of N runs each chip N times
     steps = int(timesteps)
     found = estimate_run(
         throughput, work_key(task, size=size, outputs=outputs, timesteps=steps, device=device),
-        chips=chips, model=model, outputs=len(outputs),
-        prior_s=prior_seconds(task, size=size, outputs=outputs, timesteps=steps, chips=chips,
+        chips=entries, model=model, outputs=len(outputs),
+        prior_s=prior_seconds(task, size=size, outputs=outputs, timesteps=steps, chips=entries,
                               device=device),
         terratorch_imported="terratorch" in sys.modules)
     skipped = count_chips(h, w, gen.chip, gen.overlap) - chips
@@ -139,9 +145,11 @@ def estimate(scene: Any, task: Task, outputs: tuple[Modality, ...], *, timesteps
         load = (f", plus about **{format_seconds(found.load_s)}** loading the model first"
                 + (" (measured here)" if found.load_source == "measured" else
                    " (a rough guess until a load is measured here)"))
+    cost = (f" × **{seeds} ensemble seeds** = **{entries} chip runs** in one batched job"
+            if seeds > 1 else "")
     return (f"{w} × {h} px window → **{chips} chip{'s' if chips != 1 else ''}** of "
-            f"{gen.chip} px{note} · {what} takes about **{format_seconds(found.run_s)}** on "
-            f"{markdown_code(device)}{load} ({markdown_text(found.describe())})."), found.total_s
+            f"{gen.chip} px{note}{cost} · {what} takes about **{format_seconds(found.run_s)}** "
+            f"on {markdown_code(device)}{load} ({markdown_text(found.describe())})."), found.total_s
 
 
 def throughput_store(settings: Any) -> ThroughputStore:
@@ -173,6 +181,7 @@ def cancelled_at(job: Any) -> str:
 def build_spec(
     *, items: Sequence[dict[str, Any]], aoi: AOI | None, task: Task | str,
     outputs: Sequence[str], size: str, timesteps: int, seed: int, checkpoint: str | None,
+    seeds: int = 1,
 ) -> JobSpec:
     """The job for the loaded scene and the chosen parameters (knobs that do not apply to the
     task are ignored).
@@ -194,7 +203,7 @@ def build_spec(
         outputs=tuple(Modality(o) for o in outputs) if task is Task.GENERATE
         else (Modality.LULC,),
         size=parse_model_size(size), timesteps=int(timesteps), seed=int(seed),
-        checkpoint=checkpoint or None,
+        seeds=int(seeds) if task is Task.GENERATE else 1, checkpoint=checkpoint or None,
     )
 
 

@@ -145,6 +145,8 @@ RUN_OUTPUTS: Key[list[str] | None] = Key(
 )
 RUN_TIMESTEPS: Key[int] = Key("run_timesteps", lambda: 10, "diffusion timesteps of the Run page")
 RUN_SEED: Key[int] = Key("run_seed", lambda: 0, "seed chosen on the Run page")
+RUN_SEEDS: Key[int] = Key("run_seeds", lambda: 1,
+                          "ensemble seeds chosen on the Run page (1 = no ensemble)")
 RUN_CHECKPOINT: Key[str] = Key("run_checkpoint", lambda: "", "TiM checkpoint typed on the Run page")
 
 # -- Job queue (sidebar panel) ------------------------------------------------------------------
@@ -230,6 +232,7 @@ class W:
     OUTPUTS = "w_outputs"
     TIMESTEPS = "w_timesteps"
     SEED = "w_seed"
+    SEEDS = "w_ensemble_seeds"
     CHECKPOINT = "w_checkpoint"
     RUN = "w_run"
     CANCEL = "w_cancel"
