@@ -64,7 +64,7 @@ if layers is None:
     widgets.page_link("runs", "Choose another stored run")
     st.stop()
 added = state.ADDED_LAYERS.get()
-display = view.all_display_layers(layers, added)
+display = view.all_display_layers(layers, added, run_key=view.run_cache_key(run))
 by_name = {layer.name: layer for layer in display}
 source_of = {**layers, **added}
 key = view.run_cache_key(run)

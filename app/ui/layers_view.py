@@ -22,6 +22,7 @@ import pandas as pd
 import streamlit as st
 import xarray as xr
 
+from app.added_layers import added_cache_key
 from app.colors import CVD_SAFE_RAMPS, Style, StyleKind
 from app.escaping import markdown_code
 from app.layers import DisplayLayer, RenderedLayer, display_layers_for, layer_statistics, render_png
@@ -278,14 +279,28 @@ def summary_line(stats: Mapping[str, Any]) -> str:
 
 
 def all_display_layers(run_layers_: Mapping[str, xr.DataArray],
-                       added: Mapping[str, xr.DataArray]) -> list[DisplayLayer]:
+                       added: Mapping[str, xr.DataArray], *,
+                       run_key: str | None = None) -> list[DisplayLayer]:
     """Display layers of the run followed by those of the added rasters (whose names carry
-    their file name, so they never collide with the run's)."""
-    out = list(display_layers_for(run_layers_))
+    their file name, so they never collide with the run's).
+
+    With ``run_key`` (:func:`run_cache_key`), the layers and their automatic stretches
+    (percentiles over every pixel) are worked out once per run and added raster, not on every
+    rerun of the page.
+    """
+    cache = layer_cache()
+
+    def of(key: str | None, rasters: Mapping[str, xr.DataArray]) -> list[DisplayLayer]:
+        if key is None:
+            return display_layers_for(rasters)
+        return cast(list[DisplayLayer], cache.get_or_create(
+            ("display", key), lambda: display_layers_for(rasters)))
+
+    out = list(of(run_key, run_layers_))
     for source, da in added.items():
         label = Path(str(da.attrs.get("source_file", source))).name
         out.extend(replace(layer, name=f"{layer.name} · {label}")
-                   for layer in display_layers_for({source: da}))
+                   for layer in of(added_cache_key(source) if run_key else None, {source: da}))
     return out
 
 
