@@ -159,7 +159,7 @@ def write_cog(da: xr.DataArray, path: str | Path) -> Path:
     except (RasterioError, CPLE_BaseError, OSError) as err:
         # GDAL reports a full disk as CPLE_FileIOError / CPLE_AppDefinedError, not OSError.
         raise RunStoreError(
-            f"cannot write GeoTIFF {str(path)!r} ({' '.join(str(err).split())[:200]}); check "
+            f"cannot write GeoTIFF {str(path)!r} ({_error_text(err)}); check "
             "that the data folder's disk has space and is writable"
         ) from err
     return path
@@ -203,6 +203,12 @@ def _restore(da: xr.DataArray, ds: rasterio.DatasetReader) -> xr.DataArray:
     return da
 
 
+def _error_text(err: BaseException, *, limit: int = 200) -> str:
+    """A GDAL/rasterio error on one line, without rasterio's "See previous exception" pointer."""
+    text = " ".join(str(err).replace("See previous exception for details.", "").split())
+    return text.rstrip(". ")[:limit] or type(err).__name__
+
+
 def read_layer(source: str | Path | bytes, *, load: bool = True,
                max_pixels: int = DEFAULT_MAX_READ_PIXELS) -> xr.DataArray:
     """Open a GeoTIFF as a layer DataArray (the inverse of :func:`write_cog`).
@@ -236,7 +242,7 @@ def read_layer(source: str | Path | bytes, *, load: bool = True,
                 return _layer(ds, window, max_pixels, restore_nodata=True)
         except (RasterioError, CPLE_BaseError) as err:
             raise InvalidRequestError(
-                f"the uploaded file is not a readable GeoTIFF ({' '.join(str(err).split())[:200]})"
+                f"the uploaded file is not a readable GeoTIFF ({_error_text(err)})"
                 "; upload a .tif"
             ) from err
     path = Path(source)
@@ -250,8 +256,7 @@ def read_layer(source: str | Path | bytes, *, load: bool = True,
             return _restore(da, ds)
     except (RasterioError, CPLE_BaseError) as err:
         # The analyst sees the run's folder and file names, never the server's paths.
-        detail = " ".join(str(err).replace("See previous exception for details.", "").split())
-        detail = detail.rstrip(". ")[:160] or type(err).__name__
+        detail = _error_text(err, limit=160)
         raise RunStoreError(
             f"Layer file {path.name!r} of run {path.parent.name!r} cannot be read: it is damaged "
             f"or incomplete ({detail}). Delete the run on the Runs page and run it again."
@@ -379,7 +384,7 @@ def read_layer_window(
         if opener.error is not None:
             raise opener.error from err
         raise AssetAccessError(
-            f"cannot read a GeoTIFF at {url!r} ({' '.join(str(err).split())[:200]}); check the "
+            f"cannot read a GeoTIFF at {url!r} ({_error_text(err)}); check the "
             "URL and that it is a GeoTIFF"
         ) from err
 
