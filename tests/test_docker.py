@@ -7,6 +7,7 @@ in ``make lint``.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -105,8 +106,11 @@ def test_make_run_takes_a_port_and_the_readme_says_so() -> None:
     if make is None:
         pytest.fail("make is missing: install it (apt-get install make)")
     for extra, port in (([], "8501"), (["PORT=8502"], "8502")):
-        dry = subprocess.run([make, "-n", "run", *extra], cwd=ROOT, capture_output=True,
-                             text=True, check=True, timeout=60)
+        # Under ``make test`` the parent make's MAKEFLAGS (``-w``) would add "Entering/Leaving
+        # directory" lines, so the child make runs without them.
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+        dry = subprocess.run([make, "--no-print-directory", "-n", "run", *extra], cwd=ROOT,
+                             capture_output=True, text=True, check=True, timeout=60, env=env)
         line = dry.stdout.strip().splitlines()[-1]
         assert line.endswith(f"streamlit run app/ui/main.py --server.port {port}"), line
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
