@@ -5,6 +5,7 @@ legends of the visible layers under it; statistics, downloads and added data bel
 
 from __future__ import annotations
 
+import time
 from functools import partial
 
 import streamlit as st
@@ -80,161 +81,174 @@ def drawn(layer: DisplayLayer) -> DisplayLayer:
     """The layer with the analyst's stretch and ramp."""
     if layer.style.kind is StyleKind.CLASSES:
         return layer
-    choice, low, high = stretch_prefs.get(layer.name, (view.STRETCHES[0], None, None))
+    choice, low, high = state.LAYER_STRETCH.get().get(layer.name,
+                                                     (view.STRETCHES[0], None, None))
     stats = None
     if choice in view.STRETCHES[1:3]:
         stats = view.statistics(cache_of(layer), layer, source_of[layer.source])
         if layer.style.kind is StyleKind.RGB:
             stats = view.rgb_stats(stats)
     custom = (low, high) if low is not None and high is not None else None
-    return view.styled(layer, stats, choice, custom, ramp_prefs.get(layer.name, view.LAYER_RAMP))
+    ramp = state.LAYER_RAMP.get().get(layer.name, view.LAYER_RAMP)
+    return view.styled(layer, stats, choice, custom, ramp)
 
 
-# A click on the map arrives in the component's state before this run: mark it right away.
-returned = st.session_state.get(W.LAYERS_MAP) or {}
-map_view.remember("layers", run.id, returned)
-clicked_point = returned.get("last_clicked") if isinstance(returned, dict) else None
-if clicked_point:
-    state.INSPECT_POINT.set((float(clicked_point["lat"]), float(clicked_point["lng"])))
+@st.fragment
+def map_and_layers() -> None:
+    """The map, the layer list, the legends and the pixel inspector. A fragment: a toggle, an
+    opacity, a stretch, a basemap or a click on the map reruns only this part of the page, not
+    the statistics, downloads, added data and reality-check panels below it."""
+    started = time.perf_counter()
+    # A click on the map arrives in the component's state before this run: mark it right away.
+    returned = st.session_state.get(W.LAYERS_MAP) or {}
+    map_view.remember("layers", run.id, returned)
+    clicked_point = returned.get("last_clicked") if isinstance(returned, dict) else None
+    if clicked_point:
+        state.INSPECT_POINT.set((float(clicked_point["lat"]), float(clicked_point["lng"])))
 
-map_col, side_col = st.columns([3, 1.25], gap="small")
+    map_col, side_col = st.columns([3, 1.25], gap="small")
 
-# -- Layer list (one line per layer; opacity, stretch and order on demand) -------------------------
-with side_col:
-    st.markdown("**Layers** · the top of the list is drawn on top")
-    visible = dict(state.LAYER_VISIBLE.get())
-    opacity = dict(state.LAYER_OPACITY.get())
-    stretch_prefs = dict(state.LAYER_STRETCH.get())
-    ramp_prefs = dict(state.LAYER_RAMP.get())
-    order = state.LAYER_ORDER.get()
-    for position, name in enumerate(reversed(order)):
-        layer = by_name[name]
-        row = st.container(key=view.row_key(name))
-        c_check, c_more = row.columns([7, 1], vertical_alignment="center", gap="small")
-        visible[name] = c_check.checkbox(markdown_text(layer_label(layer)),
-                                         value=visible.get(name, False),
-                                         key=W.layer("visible", name),
-                                         help=markdown_text(layer_tooltip(layer)))
-        with c_more.popover("", icon=":material/tune:",
-                            help=f"Opacity, stretch and order of {markdown_text(name)}"):
-            opacity[name] = st.slider(f"Opacity of {markdown_text(name)}", 0.0, 1.0,
-                                      float(opacity.get(name, 1.0)), 0.05,
-                                      key=W.layer("opacity", name))
-            b_up, b_down = st.columns(2)
-            b_up.button("Up", icon=":material/arrow_upward:", key=W.layer("up", name),
-                        disabled=position == 0, on_click=view.move, args=(name, 1))
-            b_down.button("Down", icon=":material/arrow_downward:", key=W.layer("down", name),
-                          disabled=position == len(order) - 1, on_click=view.move,
-                          args=(name, -1))
-            if layer.style.kind is not StyleKind.CLASSES:
-                saved = stretch_prefs.get(name, (view.STRETCHES[0], None, None))
-                choice = st.selectbox("Stretch", view.STRETCHES,
-                                      index=view.STRETCHES.index(saved[0]),
-                                      key=W.layer("stretch", name))
-                low, high = saved[1], saved[2]
-                if choice == "Custom":
-                    n_lo, n_hi = st.columns(2)
-                    low = n_lo.number_input("Low", value=float(
-                        layer.style.vmin if low is None else low), key=W.layer("low", name),
-                        format="%.4g")
-                    high = n_hi.number_input("High", value=float(
-                        layer.style.vmax if high is None else high), key=W.layer("high", name),
-                        format="%.4g")
-                stretch_prefs[name] = (choice, low, high)
-            if layer.style.kind is StyleKind.CONTINUOUS:
-                ramp_prefs[name] = st.selectbox(
-                    "Colours", view.RAMP_CHOICES,
-                    index=view.RAMP_CHOICES.index(ramp_prefs.get(name, view.LAYER_RAMP)),
-                    key=W.layer("ramp", name),
-                    help="viridis, cividis, magma and BrBG read for colour-blind viewers too.")
-    state.LAYER_VISIBLE.set(visible)
-    state.LAYER_OPACITY.set(opacity)
-    state.LAYER_STRETCH.set(stretch_prefs)
-    state.LAYER_RAMP.set(ramp_prefs)
+    # -- Layer list (one line per layer; opacity, stretch and order on demand) ---------------------
+    with side_col:
+        st.markdown("**Layers** · the top of the list is drawn on top")
+        visible = dict(state.LAYER_VISIBLE.get())
+        opacity = dict(state.LAYER_OPACITY.get())
+        stretch_prefs = dict(state.LAYER_STRETCH.get())
+        ramp_prefs = dict(state.LAYER_RAMP.get())
+        order = state.LAYER_ORDER.get()
+        for position, name in enumerate(reversed(order)):
+            layer = by_name[name]
+            row = st.container(key=view.row_key(name))
+            c_check, c_more = row.columns([7, 1], vertical_alignment="center", gap="small")
+            visible[name] = c_check.checkbox(markdown_text(layer_label(layer)),
+                                             value=visible.get(name, False),
+                                             key=W.layer("visible", name),
+                                             help=markdown_text(layer_tooltip(layer)))
+            with c_more.popover("", icon=":material/tune:",
+                                help=f"Opacity, stretch and order of {markdown_text(name)}"):
+                opacity[name] = st.slider(f"Opacity of {markdown_text(name)}", 0.0, 1.0,
+                                          float(opacity.get(name, 1.0)), 0.05,
+                                          key=W.layer("opacity", name))
+                b_up, b_down = st.columns(2)
+                b_up.button("Up", icon=":material/arrow_upward:", key=W.layer("up", name),
+                            disabled=position == 0, on_click=view.move, args=(name, 1))
+                b_down.button("Down", icon=":material/arrow_downward:", key=W.layer("down", name),
+                              disabled=position == len(order) - 1, on_click=view.move,
+                              args=(name, -1))
+                if layer.style.kind is not StyleKind.CLASSES:
+                    saved = stretch_prefs.get(name, (view.STRETCHES[0], None, None))
+                    choice = st.selectbox("Stretch", view.STRETCHES,
+                                          index=view.STRETCHES.index(saved[0]),
+                                          key=W.layer("stretch", name))
+                    low, high = saved[1], saved[2]
+                    if choice == "Custom":
+                        n_lo, n_hi = st.columns(2)
+                        low = n_lo.number_input("Low", value=float(
+                            layer.style.vmin if low is None else low), key=W.layer("low", name),
+                            format="%.4g")
+                        high = n_hi.number_input("High", value=float(
+                            layer.style.vmax if high is None else high), key=W.layer("high", name),
+                            format="%.4g")
+                    stretch_prefs[name] = (choice, low, high)
+                if layer.style.kind is StyleKind.CONTINUOUS:
+                    ramp_prefs[name] = st.selectbox(
+                        "Colours", view.RAMP_CHOICES,
+                        index=view.RAMP_CHOICES.index(ramp_prefs.get(name, view.LAYER_RAMP)),
+                        key=W.layer("ramp", name),
+                        help="viridis, cividis, magma and BrBG read for colour-blind viewers too.")
+        state.LAYER_VISIBLE.set(visible)
+        state.LAYER_OPACITY.set(opacity)
+        state.LAYER_STRETCH.set(stretch_prefs)
+        state.LAYER_RAMP.set(ramp_prefs)
 
-    choices = basemap_choices(settings.basemap_url)
-    names_b = list(choices)
-    saved_basemap = state.BASEMAP.get()
-    basemap = st.selectbox("Basemap", names_b,
-                           index=names_b.index(saved_basemap) if saved_basemap in names_b else 0,
-                           key=W.BASEMAP)
-    state.BASEMAP.set(basemap)
+        choices = basemap_choices(settings.basemap_url)
+        names_b = list(choices)
+        saved_basemap = state.BASEMAP.get()
+        at = names_b.index(saved_basemap) if saved_basemap in names_b else 0
+        basemap = st.selectbox("Basemap", names_b, index=at, key=W.BASEMAP)
+        state.BASEMAP.set(basemap)
 
-    compare = None
-    if st.toggle("Compare two layers (swipe)", key=W.COMPARE):
-        names = list(reversed(order))
-        left_default, right_default = view.compare_defaults(order, visible)
-        left = st.selectbox("Left", names, index=names.index(left_default),
-                            key=W.COMPARE_LEFT)
-        right = st.selectbox("Right", names, index=names.index(right_default),
-                             key=W.COMPARE_RIGHT)
-        if left == right:
-            st.warning("Pick two different layers to compare.")
+        compare = None
+        if st.toggle("Compare two layers (swipe)", key=W.COMPARE):
+            names = list(reversed(order))
+            left_default, right_default = view.compare_defaults(order, visible)
+            left = st.selectbox("Left", names, index=names.index(left_default),
+                                key=W.COMPARE_LEFT)
+            right = st.selectbox("Right", names, index=names.index(right_default),
+                                 key=W.COMPARE_RIGHT)
+            if left == right:
+                st.warning("Pick two different layers to compare.")
+            else:
+                compare = (left, right)
+        state.LAYER_COMPARE.set(compare)
+
+    shown = view.overlay_names(compare)
+    styled_layers = {name: drawn(by_name[name]) for name in shown}
+
+    # -- The map: fixed (AOI, tools, offline outline); layers change in place ----------------------
+    with map_col:
+        tiles = []
+        with widgets.guard("Preparing the layers"):
+            for name in shown:
+                layer = styled_layers[name]
+                alpha = float(opacity.get(name, 1.0))
+                if layer.source in layers:
+                    tiles.append(view.tile_overlay(run, layer, alpha, view.base_url_path()))
+                else:  # added data: held by the app and served as tiles too (app/held_tiles.py)
+                    tiles.append(view.added_overlay(
+                        layer, source_of[layer.source],
+                        [x for x in display if x.source == layer.source], alpha,
+                        view.base_url_path()))
+        with widgets.guard("Drawing the map"):
+            fmap = build_map(aoi=run.request.aoi, basemap=None, layer_control=False,
+                             side_by_side=True, static_url=widgets.static_url(),
+                             note=SYNTHETIC_MAP_NOTE if run.synthetic else None)
+            group = raster_group(basemap=choices[basemap], tiles=tiles,
+                                 marker=state.INSPECT_POINT.get(), compare=compare)
+            result = st_folium(fmap, key=W.LAYERS_MAP, height=560, use_container_width=True,
+                               returned_objects=["last_clicked", *map_view.VIEW_OBJECTS],
+                               feature_group_to_add=group,
+                               **map_view.view_args("layers", run.id, f"{run.id}|{run.synthetic}"))
+            map_view.remember("layers", run.id, result)
+            point = (result or {}).get("last_clicked")
+            if point and (float(point["lat"]), float(point["lng"])) != state.INSPECT_POINT.get():
+                state.INSPECT_POINT.set((float(point["lat"]), float(point["lng"])))
+                widgets.rerun_fragment()
+        # Legends of the visible layers, side by side under the map (top layer first).
+        legend_layers = [styled_layers[n] for n in reversed(shown)]
+        if legend_layers:
+            for column, layer in zip(st.columns(min(4, len(legend_layers))), legend_layers[:4],
+                                     strict=False):
+                column.html(legend_html(legend(layer)))
+            if len(legend_layers) > 4:
+                st.caption(f"{len(legend_layers) - 4} more visible layer(s): hide some to see "
+                           "their legends.")
         else:
-            compare = (left, right)
+            st.caption("No layer is visible: tick one in the list.")
 
-shown = view.overlay_names(compare)
-styled_layers = {name: drawn(by_name[name]) for name in shown}
+    # -- Pixel inspector, beside the map -----------------------------------------------------------
+    with side_col:
+        point = state.INSPECT_POINT.get()
+        st.markdown("**Pixel inspector**")
+        if point is None:
+            st.caption("Click the map to see the value of every visible layer there.")
+        else:
+            lat, lon = point
+            st.caption(f"{lat:.5f}, {lon:.5f} (lat, lon) · marked on the map")
+            with widgets.guard("Inspecting the pixel"):
+                values = view.visible_values(view.inspect(layers, added, lon, lat),
+                                             [by_name[n] for n in shown])
+                st.dataframe(view.inspector_frame(values), hide_index=True, width="stretch")
+    state.LAYERS_FRAGMENT_S.set(time.perf_counter() - started)
 
-# -- The map: fixed (AOI, tools, offline outline); layers change in place ------------------------
-with map_col:
-    tiles = []
-    with widgets.guard("Preparing the layers"):
-        for name in shown:
-            layer = styled_layers[name]
-            alpha = float(opacity.get(name, 1.0))
-            if layer.source in layers:
-                tiles.append(view.tile_overlay(run, layer, alpha, view.base_url_path()))
-            else:  # added data: held by the app and served as tiles too (app/held_tiles.py)
-                tiles.append(view.added_overlay(
-                    layer, source_of[layer.source],
-                    [x for x in display if x.source == layer.source], alpha,
-                    view.base_url_path()))
-    with widgets.guard("Drawing the map"):
-        fmap = build_map(aoi=run.request.aoi, basemap=None, layer_control=False,
-                         side_by_side=True, static_url=widgets.static_url(),
-                         note=SYNTHETIC_MAP_NOTE if run.synthetic else None)
-        group = raster_group(basemap=choices[basemap], tiles=tiles,
-                             marker=state.INSPECT_POINT.get(), compare=compare)
-        result = st_folium(fmap, key=W.LAYERS_MAP, height=560, use_container_width=True,
-                           returned_objects=["last_clicked", *map_view.VIEW_OBJECTS],
-                           feature_group_to_add=group,
-                           **map_view.view_args("layers", run.id, f"{run.id}|{run.synthetic}"))
-        map_view.remember("layers", run.id, result)
-        point = (result or {}).get("last_clicked")
-        if point and (float(point["lat"]), float(point["lng"])) != state.INSPECT_POINT.get():
-            state.INSPECT_POINT.set((float(point["lat"]), float(point["lng"])))
-            st.rerun()
-    # Legends of the visible layers, side by side under the map (top layer first).
-    legend_layers = [styled_layers[n] for n in reversed(shown)]
-    if legend_layers:
-        for column, layer in zip(st.columns(min(4, len(legend_layers))), legend_layers[:4],
-                                 strict=False):
-            column.html(legend_html(legend(layer)))
-        if len(legend_layers) > 4:
-            st.caption(f"{len(legend_layers) - 4} more visible layer(s): hide some to see "
-                       "their legends.")
-    else:
-        st.caption("No layer is visible: tick one in the list.")
 
-# -- Pixel inspector, beside the map ---------------------------------------------------------------
-with side_col:
-    point = state.INSPECT_POINT.get()
-    st.markdown("**Pixel inspector**")
-    if point is None:
-        st.caption("Click the map to see the value of every visible layer there.")
-    else:
-        lat, lon = point
-        st.caption(f"{lat:.5f}, {lon:.5f} (lat, lon) · marked on the map")
-        with widgets.guard("Inspecting the pixel"):
-            values = view.visible_values(view.inspect(layers, added, lon, lat),
-                                         [by_name[n] for n in shown])
-            st.dataframe(view.inspector_frame(values), hide_index=True, width="stretch")
+map_and_layers()
 
 # -- Inspector, statistics, downloads, added data --------------------------------------------------
 stats_tab, download_tab, add_tab = st.tabs(["Statistics", "Downloads", "Add data"])
 with stats_tab:
-    names = [n for n in reversed(order) if by_name[n].style.kind is not StyleKind.RGB]
+    names = [n for n in reversed(state.LAYER_ORDER.get())
+             if by_name[n].style.kind is not StyleKind.RGB]
     if names:
         chosen = st.selectbox("Layer", names, key=W.STATS_LAYER,
                               format_func=lambda n: layer_label(by_name[n]))
@@ -283,13 +297,17 @@ with download_tab:
                        data=partial(run_zip_bytes, run), file_name=f"terralens-run-{run.id}.zip",
                        mime="application/zip", on_click="ignore", key=W.DOWNLOAD_ZIP,
                        icon=":material/folder_zip:")
-    shown = view.overlay_names(compare)
-    if shown:
-        s_layer, s_width = st.columns([3, 1])
-        snap = s_layer.selectbox("Map (PNG) and report of", list(reversed(shown)),
-                                 key=W.SNAPSHOT_LAYER)
-        width = s_width.selectbox("PNG width (px)", EXPORT_WIDTHS, key=W.SNAPSHOT_WIDTH)
-    snap_layer = drawn(by_name[snap]) if shown else None
+    # Every layer, top first, starting at the top visible one: a toggle reruns only the map's
+    # fragment, so this list must not depend on what is visible right now.
+    every = list(reversed(state.LAYER_ORDER.get()))
+    shown = view.overlay_names(state.LAYER_COMPARE.get())
+    s_layer, s_width = st.columns([3, 1])
+    snap = s_layer.selectbox("Map (PNG) and report of", every,
+                             index=every.index(shown[-1]) if shown else 0,
+                             format_func=lambda n: layer_label(by_name[n]),
+                             key=W.SNAPSHOT_LAYER)
+    width = s_width.selectbox("PNG width (px)", EXPORT_WIDTHS, key=W.SNAPSHOT_WIDTH)
+    snap_layer = drawn(by_name[snap]) if snap else None
     d_png, d_pdf = st.columns(2)
     if snap_layer is not None:
         snap_rendered = partial(view.rendered, cache_of(snap_layer), snap_layer,

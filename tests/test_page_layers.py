@@ -236,7 +236,13 @@ def test_map_png_and_pdf_report_are_offered_side_by_side(app_run: Any) -> None:
     [width] = [s for s in at.selectbox if s.key == W.SNAPSHOT_WIDTH]
     assert list(width.options) == [str(w) for w in EXPORT_WIDTHS] and width.value == 1200
     [layer] = [s for s in at.selectbox if s.key == W.SNAPSHOT_LAYER]
-    assert layer.label == "Map (PNG) and report of" and layer.value in layer.options
+    # Every layer can be exported (a toggle reruns only the map, so the list cannot follow
+    # what is visible); it starts at the top visible one.
+    assert layer.label == "Map (PNG) and report of"
+    assert len(layer.options) == len(at.session_state["layer_order"])
+    visible = at.session_state["layer_visible"]
+    top_visible = [n for n in at.session_state["layer_order"] if visible.get(n)][-1]
+    assert layer.value == top_visible
     width.set_value(2400).run()
     assert not at.exception
     labels = {b.proto.label for b in at.get("download_button")}

@@ -171,6 +171,13 @@ ADDED_LAYERS: Key[dict[str, xr.DataArray]] = Key(
 ADD_CANDIDATES: Key[list[Any] | None] = Key(
     "add_candidates", _none, "catalog scenes found over the open run's area (Add data)"
 )
+LAYER_COMPARE: Key[tuple[str, str] | None] = Key(
+    "layer_compare", _none, "(left, right) layers of the swipe comparison, if one is on"
+)
+LAYERS_FRAGMENT_S: Key[float | None] = Key(
+    "layers_fragment_s", _none,
+    "server seconds of the last map-and-layer-list fragment run (what a toggle costs)",
+)
 INSPECT_POINT: Key[tuple[float, float] | None] = Key(
     "inspect_point", _none, "(lat, lon) last clicked on the Layers map"
 )

@@ -100,6 +100,17 @@ def switch_to(name: str, query_params: dict[str, str] | None = None) -> None:
     st.switch_page(page(name), query_params=query_params)
 
 
+def rerun_fragment() -> None:
+    """Rerun only the fragment this is called from when the run is a fragment rerun, the whole
+    page otherwise (Streamlit refuses ``scope="fragment"`` in a full run of the page)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is not None and ctx.fragment_ids_this_run:
+        st.rerun(scope="fragment")
+    st.rerun()
+
+
 def _short(err: BaseException, limit: int = 240) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
