@@ -187,9 +187,23 @@ def tile_url_template(run: Run, layer: DisplayLayer, *, base_url_path: str = "",
             f"{urlencode(params)}")
 
 
+#: Most colours a tile may have to go as a palette PNG (8-bit indices).
+PALETTE_COLOURS = 256
+
+
 def _png(rgba: np.ndarray) -> bytes:
+    """A PNG of an ``(h, w, 4)`` uint8 tile, lossless either way: with at most 256 distinct
+    RGBA colours (a class layer, or a continuous one through a 256-step ramp) a palette PNG
+    with the alpha in its tRNS chunk, a third to a half the bytes of RGBA; else RGBA."""
+    rgba = np.ascontiguousarray(rgba, dtype=np.uint8)
+    colours, index = np.unique(rgba.view(np.uint32).reshape(-1), return_inverse=True)
     buffer = io.BytesIO()
-    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG", compress_level=6)
+    if len(colours) <= PALETTE_COLOURS:
+        image = Image.fromarray(index.astype(np.uint8).reshape(rgba.shape[:2]), mode="P")
+        image.putpalette(colours.view(np.uint8).tobytes(), rawmode="RGBA")
+        image.save(buffer, format="PNG", compress_level=6)
+    else:
+        Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG", compress_level=6)
     return buffer.getvalue()
 
 

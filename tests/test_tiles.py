@@ -104,6 +104,24 @@ def test_a_tile_has_the_cog_pixels_in_the_layer_colours(client: TestClient,
     assert checked > 1000, "the tiles over the run's AOI hold its pixels"
 
 
+@pytest.mark.parametrize("name", ["[G] LULC", "[G] NDVI", "[G] DEM"])
+def test_class_and_ramp_tiles_go_as_smaller_palette_pngs(service: TileService,
+                                                         sample_run: tuple[Any, Any],
+                                                         name: str) -> None:
+    """A class layer or a continuous one through a 256-step ramp has at most 256 colours per
+    tile: it is sent as a palette PNG (the pixels checked above are the same), fewer bytes than
+    the same pixels as RGBA."""
+    _, run = sample_run
+    layer = _layers(run)[name]
+    for tile in _tiles_over(run, 16):
+        png = service.render(run.id, layer_id(layer), tile.z, tile.x, tile.y)
+        with Image.open(io.BytesIO(png)) as image:
+            assert image.mode == "P", f"{name} {tile}"
+        rgba = io.BytesIO()
+        Image.fromarray(_decode(png), mode="RGBA").save(rgba, format="PNG", compress_level=6)
+        assert len(png) < len(rgba.getvalue())
+
+
 def test_class_tiles_use_exactly_the_class_colours(service: TileService,
                                                    sample_run: tuple[Any, Any]) -> None:
     _, run = sample_run
