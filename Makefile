@@ -30,7 +30,7 @@ $(STAMP_APP): pyproject.toml $(wildcard $(LOCK)) | $(PY)
 	touch $@
 
 $(STAMP_DEV): pyproject.toml $(wildcard $(LOCK)) | $(PY)
-	$(PY) -m pip install $(PIP_LOCK) -e ".[dev]"
+	$(PY) -m pip install $(PIP_LOCK) -e ".[dev,ray]"
 	touch $@ $(STAMP_APP)
 
 install: $(STAMP_APP)

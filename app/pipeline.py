@@ -35,6 +35,7 @@ from app.stored_run import Run
 from app.tasks import Condition, JobSpec, Task
 from inference.devices import DEVICE_LOCK
 from inference.errors import CheckpointError, InvalidRequestError, SceneError
+from inference.executors import executor_from_env
 from inference.modalities import Modality
 from inference.progress import Phase, Progress, Unit, format_bytes, format_seconds
 from inference.throughput import (
@@ -363,6 +364,8 @@ def _run_inference(spec: JobSpec, scene: xr.DataArray, settings: Settings,
                 "Fine-tuned TiM checkpoints are not supported by this TerraLens version yet; "
                 "use zero-shot water (no --checkpoint) instead."
             ) from err
+    # RAY_ADDRESS set: chips run on that Ray cluster (the same bytes as in this process).
+    executor = executor_from_env()
     with _use(models, key, report, cancel) as model:
         _started(report, model, settings)
         if spec.task is Task.GENERATE:
@@ -373,14 +376,14 @@ def _run_inference(spec: JobSpec, scene: xr.DataArray, settings: Settings,
                 return generate(model, scene, task,
                                 progress=report.chips("generating", silent=True),
                                 steps=report.steps("generating", unit),
-                                cancel=cancel, aoi_mask=inside)
+                                cancel=cancel, aoi_mask=inside, executor=executor)
         if spec.task is Task.WATER:
             from inference.water import zero_shot_water
 
             with DEVICE_LOCK:
                 return zero_shot_water(model, scene, seed=spec.seed,
                                        progress=report.chips("mapping water"), cancel=cancel,
-                                       aoi_mask=inside)
+                                       aoi_mask=inside, executor=executor)
         with DEVICE_LOCK:
             return segment(model, {Modality.S2L2A: scene}, seed=spec.seed,
                            progress=report.chips("segmenting"), cancel=cancel,

@@ -61,3 +61,8 @@ class BlockedURLError(InvalidRequestError):
 
 class ExportError(TerraLensError, OSError):
     """A map export or report cannot be drawn (basemap data missing) or written."""
+
+
+class ClusterError(TerraLensError, ConnectionError):
+    """The Ray cluster (``RAY_ADDRESS``) cannot be reached, or lost a task for good."""
+

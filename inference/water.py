@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from inference.errors import InvalidRequestError
+from inference.executors import Executor
 from inference.generate import LULC_PROB, GenerationTask, generate
 from inference.modalities import LULC_CLASSES, LULC_WATER, Modality
 from inference.tiling import CancelFn, ProgressFn
@@ -76,6 +77,7 @@ def zero_shot_water(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     aoi_mask: np.ndarray | None = None,
+    executor: Executor | None = None,
 ) -> dict[str, xr.DataArray]:
     """Map surface water with no fine-tuning: S2L2A → generated LULC → water.
 
@@ -89,6 +91,7 @@ def zero_shot_water(
         progress: ``progress(done, total)``.
         cancel: Returns True to stop.
         aoi_mask: Optional ``[y, x]`` bool, True inside the AOI (see :func:`generate`).
+        executor: Where the LULC chips run (default in-process; see :mod:`inference.executors`).
 
     Returns:
         ``LULC`` and ``LULC_PROB`` ([G], the intermediate "thought") plus ``WATER`` and
@@ -97,5 +100,5 @@ def zero_shot_water(
     task = GenerationTask(outputs=(Modality.LULC,), timesteps=1, seed=seed, chip=chip,
                           overlap=overlap, batch_size=batch_size)
     generated = generate(model, s2, task, progress=progress, cancel=cancel,
-                         aoi_mask=aoi_mask)
+                         executor=executor, aoi_mask=aoi_mask)
     return generated | water_from_lulc(generated[Modality.LULC.value], generated[LULC_PROB])

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlparse
 
+from inference.env import seconds_env
 from inference.errors import InvalidRequestError, WeightsUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -234,21 +235,6 @@ class HubLimits:
     deadline_s: float = DEFAULT_HUB_DEADLINE_S
 
 
-def _seconds_env(name: str, default: float) -> float:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidRequestError(
-            f"{name} must be a finite number of seconds above 0, got {text!r}"
-        )
-    return value
-
-
 def hub_limits() -> HubLimits:
     """The hub limits from ``TERRALENS_HUB_TIMEOUT`` and ``TERRALENS_HUB_DEADLINE`` (seconds).
 
@@ -256,8 +242,8 @@ def hub_limits() -> HubLimits:
         InvalidRequestError: a variable is not a finite positive number.
     """
     return HubLimits(
-        request_s=_seconds_env("TERRALENS_HUB_TIMEOUT", DEFAULT_HUB_TIMEOUT_S),
-        deadline_s=_seconds_env("TERRALENS_HUB_DEADLINE", DEFAULT_HUB_DEADLINE_S),
+        request_s=seconds_env("TERRALENS_HUB_TIMEOUT", DEFAULT_HUB_TIMEOUT_S),
+        deadline_s=seconds_env("TERRALENS_HUB_DEADLINE", DEFAULT_HUB_DEADLINE_S),
     )
 
 

@@ -8,6 +8,7 @@ into what the analyst sees: a :class:`~inference.errors.TerraLensError` shows it
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ import streamlit as st
 from app.escaping import markdown_code, markdown_text
 from app.settings import Settings
 from inference.errors import TerraLensError
+from inference.executors import cluster_summary
 
 logger = logging.getLogger("terralens.ui")
 
@@ -196,7 +198,8 @@ def gpu_memory_text(device: str) -> str | None:
 
 
 def sidebar(settings: Settings) -> None:
-    """The settings summary in the sidebar: catalog, weights, device and GPU memory."""
+    """The settings summary in the sidebar: catalog, weights, device and GPU memory, and the Ray
+    cluster when ``RAY_ADDRESS`` is set."""
     with st.sidebar:
         st.caption("Settings")
         st.markdown(f"**Catalog**  \n{markdown_code(settings.stac_url)}")
@@ -210,6 +213,12 @@ def sidebar(settings: Settings) -> None:
         memory = gpu_memory_text(device)
         if memory:
             st.caption(memory)
+        ray_address = os.environ.get("RAY_ADDRESS", "").strip()
+        if ray_address:
+            joined = cluster_summary()
+            st.markdown(f"**Ray cluster** {markdown_code(ray_address)}")
+            st.caption(f"{joined} · generation and water chips run there" if joined else
+                       "joined when the first generation or water run starts")
         st.caption(f"Runs stored in {markdown_code(settings.runs_dir)} · "
                    f"AOI limit {settings.max_aoi_km2:,g} km² (search "
                    f"{settings.max_search_km2:,g} km²)")
