@@ -32,7 +32,11 @@ def note_page(page: str) -> None:
 
 
 def page_entered() -> bool:
-    """Whether this script run entered the page from another one (or is the session's first)."""
+    """Whether this script run entered the page from another one (or is the session's first).
+    A fragment rerun never does: it runs without the entry point, so :func:`note_page` has not
+    moved the pages on, and the map inside the fragment must not be sent its saved view again."""
+    if state.fragment_rerun():
+        return False
     now = state.PAGE_NOW.get()
     return now is not None and state.PAGE_BEFORE.get() != now
 

@@ -381,3 +381,12 @@ def default_date_range(today: dt.date | None = None) -> tuple[dt.date, dt.date]:
     """The default search window: the last 60 days up to today (UTC)."""
     end = today or dt.datetime.now(dt.UTC).date()
     return (end - dt.timedelta(days=60), end)
+
+
+def fragment_rerun() -> bool:
+    """Whether this script run reruns only a fragment (``st.fragment``): the entry point and the
+    rest of the page do not run."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return bool(ctx is not None and ctx.fragment_ids_this_run)

@@ -20,6 +20,7 @@ import streamlit as st
 
 from app.escaping import markdown_code, markdown_text
 from app.settings import Settings
+from app.ui import state
 from inference.errors import TerraLensError
 from inference.executors import cluster_summary
 
@@ -105,10 +106,7 @@ def switch_to(name: str, query_params: dict[str, str] | None = None) -> None:
 def rerun_fragment() -> None:
     """Rerun only the fragment this is called from when the run is a fragment rerun, the whole
     page otherwise (Streamlit refuses ``scope="fragment"`` in a full run of the page)."""
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    ctx = get_script_run_ctx()
-    if ctx is not None and ctx.fragment_ids_this_run:
+    if state.fragment_rerun():
         st.rerun(scope="fragment")
     st.rerun()
 
