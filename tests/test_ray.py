@@ -4,8 +4,10 @@ an address nobody answers refused quickly, and ``RAY_ADDRESS`` wired into the CL
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -50,25 +52,41 @@ def _ray_bin() -> str:
 
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
-    """A Ray head with two CPU workers on 127.0.0.1; stopped (and this process disconnected)
-    after the module."""
+    """A Ray head with two CPU workers on 127.0.0.1 (``ray start --head --block``, in its own
+    process group); only that cluster is stopped after the module, and this process leaves it."""
     port = _free_port()
     # Ray's socket paths must stay short: a temp dir right under /tmp.
     temp = tempfile.mkdtemp(prefix="tlray", dir="/tmp")
     # Workers import this module's batch functions (and the repository's packages) by name.
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    subprocess.run([_ray_bin(), "start", "--head", "--node-ip-address", "127.0.0.1",
-                    "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false",
-                    "--disable-usage-stats", "--temp-dir", temp],
-                   check=True, capture_output=True, timeout=120, env=env)
+    head = subprocess.Popen(
+        [_ray_bin(), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+         "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false",
+         "--disable-usage-stats", "--temp-dir", temp],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if head.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"ray start --head did not come up (exit {head.poll()})")
+                time.sleep(0.2)
         yield f"127.0.0.1:{port}"
     finally:
         ray.shutdown()
         executors._JOINED.clear()
-        subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True, timeout=120,
-                       env=env)
+        # --block: SIGTERM makes ray start stop the processes it started, and only those.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=30)
         shutil.rmtree(temp, ignore_errors=True)
 
 
