@@ -165,6 +165,17 @@ def cluster_summary() -> str | None:
     return _JOINED.get("summary")
 
 
+def disconnect() -> None:
+    """Leave the Ray cluster this process joined, if any (the next run joins again), and forget
+    what was learnt of it."""
+    _JOINED.clear()
+    try:
+        import ray
+    except ImportError:
+        return
+    ray.shutdown()
+
+
 def _summary(ray: Any) -> str:
     resources = ray.cluster_resources()
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))

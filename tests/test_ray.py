@@ -20,13 +20,11 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
-import ray
 
 from app.aoi import AOI
 from app.cli import main
-from inference import executors
 from inference.errors import ClusterError, SceneError
-from inference.executors import RayExecutor, cluster_summary, connect
+from inference.executors import RayExecutor, cluster_summary, connect, disconnect
 from inference.generate import LULC_PROB, GenerationTask, generate
 from tests.fixtures.models import s2_window
 from tests.fixtures.s2_scenes import SceneSet, utm_box_to_lonlat
@@ -77,8 +75,7 @@ def ray_address() -> Iterator[str]:
                 time.sleep(0.2)
         yield f"127.0.0.1:{port}"
     finally:
-        ray.shutdown()
-        executors._JOINED.clear()
+        disconnect()
         # --block: SIGTERM makes ray start stop the processes it started, and only those.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGTERM)
@@ -137,8 +134,7 @@ def test_our_errors_come_back_from_the_cluster_as_themselves(ray_address: str) -
 
 
 def test_an_address_nobody_answers_is_refused_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
-    ray.shutdown()  # leave a cluster joined by an earlier test: connect() would reuse it
-    executors._JOINED.clear()
+    disconnect()  # leave a cluster joined by an earlier test: connect() would reuse it
     monkeypatch.setenv("TERRALENS_RAY_TIMEOUT", "2")
     address = f"127.0.0.1:{_free_port()}"  # nothing listens there
     started = time.monotonic()
@@ -172,8 +168,7 @@ def test_cli_generate_with_ray_address_runs_there_and_writes_the_same_cogs(
             assert a.read().tobytes() == b.read().tobytes(), name
     assert cluster_summary() == "2 CPUs, 0 GPUs on 1 node", "the second run joined the cluster"
     # An address nobody answers: one line on stderr naming it, no traceback, a failing exit.
-    ray.shutdown()
-    executors._JOINED.clear()
+    disconnect()
     monkeypatch.setenv("TERRALENS_RAY_TIMEOUT", "2")
     dead = f"127.0.0.1:{_free_port()}"
     monkeypatch.setenv("RAY_ADDRESS", dead)
@@ -196,8 +191,7 @@ def test_the_sidebar_shows_the_cluster_and_its_gpus(ray_address: str, app_env: P
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert "Ray cluster" not in sidebar()
     monkeypatch.setenv("RAY_ADDRESS", ray_address)
-    ray.shutdown()
-    executors._JOINED.clear()
+    disconnect()
     text = sidebar()
     assert f"**Ray cluster** `{ray_address}`" in text
     assert "joined when the first generation or water run starts" in text
