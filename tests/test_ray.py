@@ -4,10 +4,8 @@ an address nobody answers refused quickly, and ``RAY_ADDRESS`` wired into the CL
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +25,7 @@ from inference.errors import ClusterError, SceneError
 from inference.executors import RayExecutor, cluster_summary, connect, disconnect
 from inference.generate import LULC_PROB, GenerationTask, generate
 from tests.fixtures.models import s2_window
+from tests.fixtures.processes import stop_group
 from tests.fixtures.s2_scenes import SceneSet, utm_box_to_lonlat
 
 pytestmark = [pytest.mark.model]
@@ -77,13 +76,7 @@ def ray_address() -> Iterator[str]:
     finally:
         disconnect()
         # --block: SIGTERM makes ray start stop the processes it started, and only those.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait(timeout=30)
+        stop_group(head, grace_s=60)
         shutil.rmtree(temp, ignore_errors=True)
 
 
