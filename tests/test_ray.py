@@ -27,18 +27,13 @@ from inference.generate import LULC_PROB, GenerationTask, generate
 from tests.fixtures.models import s2_window
 from tests.fixtures.processes import stop_group
 from tests.fixtures.s2_scenes import SceneSet, utm_box_to_lonlat
+from tests.fixtures.stac_api import free_port
 
 pytestmark = [pytest.mark.model]
 
 SCENE = "S2B_T33TWL_20211105_A"  # clear
 AOI_UTM = (500_100.0, 4_983_200.0, 502_700.0, 4_985_800.0)  # 260 x 260 px: 4 chips of 224
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ray_bin() -> str:
@@ -51,7 +46,7 @@ def _ray_bin() -> str:
 def ray_address() -> Iterator[str]:
     """A Ray head with two CPU workers on 127.0.0.1 (``ray start --head --block``, in its own
     process group); only that cluster is stopped after the module, and this process leaves it."""
-    port = _free_port()
+    port = free_port()
     # Ray's socket paths must stay short: a temp dir right under /tmp.
     temp = tempfile.mkdtemp(prefix="tlray", dir="/tmp")
     # Workers import this module's batch functions (and the repository's packages) by name.
@@ -129,7 +124,7 @@ def test_our_errors_come_back_from_the_cluster_as_themselves(ray_address: str) -
 def test_an_address_nobody_answers_is_refused_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
     disconnect()  # leave a cluster joined by an earlier test: connect() would reuse it
     monkeypatch.setenv("TERRALENS_RAY_TIMEOUT", "2")
-    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
     with pytest.raises(ClusterError, match=f"No Ray cluster answers at {address}"):
         connect(address)
@@ -163,7 +158,7 @@ def test_cli_generate_with_ray_address_runs_there_and_writes_the_same_cogs(
     # An address nobody answers: one line on stderr naming it, no traceback, a failing exit.
     disconnect()
     monkeypatch.setenv("TERRALENS_RAY_TIMEOUT", "2")
-    dead = f"127.0.0.1:{_free_port()}"
+    dead = f"127.0.0.1:{free_port()}"
     monkeypatch.setenv("RAY_ADDRESS", dead)
     assert main([*args, "--seed", "6", "--out", str(tmp_path / "dead")]) != 0
     err = capsys.readouterr().err
